@@ -1,0 +1,213 @@
+// Package atomicfile writes files so that a reader never sees a half-written
+// output: data goes to a temporary file in the destination folder, which is
+// fsynced and then renamed over (or, without overwrite, linked to) the final
+// name, and the folder is fsynced. A file that is aborted, or never
+// committed, is removed and leaves nothing behind.
+package atomicfile
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TempPrefix starts the name of every temporary file this package makes, so
+// that they can be recognised (and cleaned up) by name.
+const TempPrefix = ".nhscrypt-tmp-"
+
+// ErrExists is returned (wrapped in a *fs.PathError) when the final name
+// already exists and overwrite was not allowed.
+var ErrExists = fs.ErrExist
+
+// File is a pending output. Write to it, then call Commit to publish it under
+// its final name, or Abort to discard it. Abort after Commit is a no-op, so
+// `defer f.Abort()` is always safe.
+type File struct {
+	*os.File
+	final     string
+	perm      fs.FileMode
+	overwrite bool
+	mtime     time.Time
+	uid, gid  int
+	done      bool
+}
+
+// Create starts a pending output for final. Unless overwrite is true, it
+// fails with an error wrapping fs.ErrExist when final already exists (and
+// Commit checks again, atomically). The temporary file is created 0600; perm
+// is applied at Commit.
+func Create(final string, perm fs.FileMode, overwrite bool) (*File, error) {
+	if !overwrite {
+		if _, err := os.Lstat(final); err == nil {
+			return nil, &fs.PathError{Op: "create", Path: final, Err: fs.ErrExist}
+		}
+	}
+	dir, base := filepath.Split(final)
+	if dir == "" {
+		dir = "."
+	}
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, err
+	}
+	// Keep the temporary name within NAME_MAX even for long final names.
+	if len(base) > 160 {
+		base = base[:160]
+	}
+	tmp := filepath.Join(dir, TempPrefix+hex.EncodeToString(rnd[:])+"-"+base)
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("creating temporary file for %q: %w", final, err)
+	}
+	return &File{File: f, final: final, perm: perm, overwrite: overwrite, uid: -1, gid: -1}, nil
+}
+
+// SetModTime makes Commit set the file's modification time.
+func (f *File) SetModTime(t time.Time) { f.mtime = t }
+
+// SetOwner makes Commit change the file's owner (as root only; -1 keeps one).
+func (f *File) SetOwner(uid, gid int) { f.uid, f.gid = uid, gid }
+
+// Name returns the final name.
+func (f *File) Name() string { return f.final }
+
+// Commit syncs the data, applies mode, times and owner, and publishes the file
+// under its final name. Without overwrite, it fails with an error wrapping
+// fs.ErrExist if the final name appeared in the meantime, and removes the
+// temporary file.
+func (f *File) Commit() error {
+	if f.done {
+		return errors.New("atomicfile: commit of a finished file")
+	}
+	tmp := f.File.Name()
+	err := f.finish()
+	if err == nil {
+		err = publish(tmp, f.final, f.overwrite)
+	}
+	f.done = true
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(f.final))
+}
+
+func (f *File) finish() error {
+	if err := f.File.Chmod(f.perm); err != nil {
+		f.File.Close()
+		return err
+	}
+	if (f.uid >= 0 || f.gid >= 0) && os.Geteuid() == 0 {
+		if err := f.File.Chown(f.uid, f.gid); err != nil {
+			f.File.Close()
+			return err
+		}
+	}
+	if err := f.File.Sync(); err != nil {
+		f.File.Close()
+		return fmt.Errorf("syncing %q: %w", f.final, err)
+	}
+	if err := f.File.Close(); err != nil {
+		return fmt.Errorf("closing %q: %w", f.final, err)
+	}
+	if !f.mtime.IsZero() {
+		if err := os.Chtimes(f.File.Name(), f.mtime, f.mtime); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publish moves tmp to final; without overwrite it never replaces an
+// existing file, even one created after Create checked.
+func publish(tmp, final string, overwrite bool) error {
+	if overwrite {
+		return os.Rename(tmp, final)
+	}
+	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_NOREPLACE)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EEXIST):
+		return &fs.PathError{Op: "create", Path: final, Err: fs.ErrExist}
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.ENOTSUP):
+		// The filesystem has no RENAME_NOREPLACE: a hard link is just as
+		// atomic and fails if the name exists.
+		if err := os.Link(tmp, final); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return &fs.PathError{Op: "create", Path: final, Err: fs.ErrExist}
+			}
+			return err
+		}
+		return os.Remove(tmp)
+	default:
+		return &fs.PathError{Op: "rename", Path: final, Err: err}
+	}
+}
+
+// Abort discards the pending output. It is a no-op after Commit or Abort.
+func (f *File) Abort() {
+	if f.done {
+		return
+	}
+	f.done = true
+	f.File.Close()
+	os.Remove(f.File.Name())
+}
+
+// WriteFile writes data to name atomically with the given permissions.
+func WriteFile(name string, data []byte, perm fs.FileMode, overwrite bool) error {
+	f, err := Create(name, perm, overwrite)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	return f.Commit()
+}
+
+// IsTemp reports whether a file name (base name) is one of this package's
+// temporary files.
+func IsTemp(base string) bool { return strings.HasPrefix(base, TempPrefix) }
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("syncing directory %q: %w", dir, err)
+	}
+	return nil
+}
+
+// Umask returns the process umask, read from /proc without changing it
+// (umask(2) would set it process-wide for a moment). Outputs are chmod'ed
+// explicitly, so callers apply it by hand.
+func Umask() fs.FileMode { return umask }
+
+var umask = func() fs.FileMode {
+	data, err := os.ReadFile("/proc/self/status")
+	if err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+				if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+					return fs.FileMode(m)
+				}
+			}
+		}
+	}
+	return 0o022
+}()

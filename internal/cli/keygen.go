@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/nhscrypt/nhscrypt/filecrypt"
+)
+
+type keygenOptions struct {
+	Output  string
+	PQ      bool
+	Convert bool
+}
+
+func newKeygenCommand(g *globalOptions) *cobra.Command {
+	var opts keygenOptions
+	cmd := &cobra.Command{
+		Use:   "keygen [-o FILE] [--pq] | keygen -y [FILE]",
+		Short: "Generate an age identity, or print the recipient of one (-y)",
+		Long: `Generate a new age identity (secret key) and print its public recipient to
+stderr, as age-keygen does. With -o the identity is written to FILE with
+mode 0600; an existing FILE is never overwritten.
+
+--pq makes a post-quantum hybrid identity (ML-KEM-768 + X25519, age v1.3);
+its recipients start age1pq1. See docs/filecrypt.md for when to choose it.
+
+With -y, read an identity file (or stdin) and print its recipients.`,
+		Args: argsUsage(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Convert {
+				return runKeygenY(g, opts, args)
+			}
+			if len(args) > 0 {
+				return usagef("keygen takes no arguments (did you mean -o %s?)", args[0])
+			}
+			return runKeygen(g, opts)
+		},
+	}
+	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "write the identity to `FILE` (0600, never overwritten)")
+	cmd.Flags().BoolVar(&opts.PQ, "pq", false, "generate a post-quantum hybrid (ML-KEM-768 + X25519) identity")
+	cmd.Flags().BoolVarP(&opts.Convert, "recipient", "y", false, "print the recipients of an identity file")
+	return cmd
+}
+
+func runKeygen(g *globalOptions, opts keygenOptions) error {
+	t := filecrypt.X25519
+	if opts.PQ {
+		t = filecrypt.Hybrid
+	}
+	id, err := filecrypt.GenerateIdentity(t)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	if opts.Output == "" {
+		if g.JSON {
+			return usagef("--json needs -o FILE: the secret key is never put in JSON")
+		}
+		if f, ok := g.stdout.(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
+			fmt.Fprintf(g.stderr, "Public key: %s\n", id.RecipientString())
+		}
+		_, err := g.stdout.Write(filecrypt.MarshalIdentity(id, now))
+		return err
+	}
+	if err := filecrypt.WriteIdentityFile(opts.Output, id, now); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return withHint(fmt.Errorf("%q already exists", opts.Output), "keygen never overwrites a key file; choose another name or remove the old key once it is no longer needed")
+		}
+		return err
+	}
+	if g.JSON {
+		return json.NewEncoder(g.stdout).Encode(map[string]string{
+			"message_type": "keygen",
+			"file":         opts.Output,
+			"recipient":    id.RecipientString(),
+		})
+	}
+	if !g.Quiet {
+		fmt.Fprintf(g.stderr, "Public key: %s\n", id.RecipientString())
+	}
+	return nil
+}
+
+func runKeygenY(g *globalOptions, opts keygenOptions, args []string) error {
+	if opts.PQ || opts.Output != "" {
+		return usagef("-y cannot be combined with --pq or -o")
+	}
+	name, in := "standard input", g.stdin
+	if len(args) == 1 && args[0] != "-" {
+		f, err := os.Open(args[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		name, in = args[0], f
+	}
+	ids, err := filecrypt.ParseIdentities(name, in, passphrasePrompt(""))
+	if err != nil {
+		return err
+	}
+	recs, err := filecrypt.RecipientsOf(ids)
+	if err != nil {
+		return fmt.Errorf("%q: %w", name, err)
+	}
+	if g.JSON {
+		return json.NewEncoder(g.stdout).Encode(map[string]any{"message_type": "recipients", "recipients": recs})
+	}
+	for _, r := range recs {
+		fmt.Fprintln(g.stdout, r)
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nhscrypt/nhscrypt/filecrypt"
+)
+
+// treeProgress renders tree events: a one-line bar on a terminal, JSON
+// Lines with --json, nothing otherwise (warnings still go to stderr).
+type treeProgress struct {
+	g     *globalOptions
+	verb  string
+	bar   bool
+	mu    sync.Mutex
+	enc   *json.Encoder
+	files int
+	bytes int64
+	total filecrypt.Event
+	last  time.Time
+	start time.Time
+}
+
+func (p *treeProgress) TreeEvent(e filecrypt.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch e.Kind {
+	case filecrypt.EventStart:
+		p.total = e
+	case filecrypt.EventFile:
+		p.files++
+		p.bytes += e.Bytes
+	case filecrypt.EventSkipped:
+		p.clearBar()
+		p.g.warnf("skipped %q: %s", e.Path, e.Reason)
+	case filecrypt.EventError:
+		p.clearBar()
+		fmt.Fprintf(p.g.stderr, "nhscrypt: error: %s\n", e.Reason)
+	}
+	if p.enc != nil {
+		switch e.Kind {
+		case filecrypt.EventSkipped, filecrypt.EventError:
+			p.enc.Encode(map[string]any{"message_type": string(e.Kind), "path": e.Path, "reason": e.Reason})
+		}
+	}
+	now := time.Now()
+	if now.Sub(p.last) < 100*time.Millisecond && p.files != p.total.Files {
+		return
+	}
+	p.last = now
+	if p.enc != nil {
+		p.enc.Encode(map[string]any{
+			"message_type": "status", "files_done": p.files, "files_total": p.total.Files,
+			"bytes_done": p.bytes, "bytes_total": p.total.Bytes,
+		})
+	}
+	if p.bar {
+		p.drawBar(now)
+	}
+}
+
+func (p *treeProgress) drawBar(now time.Time) {
+	const width = 30
+	frac := 1.0
+	if p.total.Bytes > 0 {
+		frac = float64(p.bytes) / float64(p.total.Bytes)
+	} else if p.total.Files > 0 {
+		frac = float64(p.files) / float64(p.total.Files)
+	}
+	n := int(frac * width)
+	rate := float64(p.bytes) / now.Sub(p.start).Seconds()
+	fmt.Fprintf(p.g.stderr, "\r\x1b[K[%s%s] %d/%d files  %s/%s  %s/s",
+		strings.Repeat("=", n), strings.Repeat(" ", width-n), p.files, p.total.Files,
+		humanBytes(p.bytes), humanBytes(p.total.Bytes), humanBytes(int64(rate)))
+}
+
+func (p *treeProgress) clearBar() {
+	if p.bar {
+		fmt.Fprint(p.g.stderr, "\r\x1b[K")
+	}
+}
+
+func (p *treeProgress) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bar {
+		p.drawBar(time.Now())
+		fmt.Fprintln(p.g.stderr)
+	}
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// runTree runs a tree operation with progress and prints its summary.
+func runTree(g *globalOptions, verb string, run func(filecrypt.Progress) (*filecrypt.TreeResult, error)) error {
+	p := &treeProgress{g: g, verb: verb, start: time.Now(),
+		bar: !g.JSON && !g.Quiet && isTerminal(g.stderr)}
+	if g.JSON {
+		p.enc = json.NewEncoder(g.stdout)
+	}
+	res, err := run(p)
+	p.finish()
+	if res == nil {
+		return err
+	}
+	failed := len(res.Failed)
+	if g.JSON {
+		p.mu.Lock()
+		p.enc.Encode(map[string]any{
+			"message_type": "summary", "operation": verb, "files": res.Files, "bytes": res.Bytes,
+			"skipped": len(res.Skipped), "failed": failed, "removed": res.Removed,
+			"seconds": res.Elapsed.Seconds(), "interrupted": err != nil && failed == 0,
+		})
+		p.mu.Unlock()
+	} else if !g.Quiet {
+		fmt.Fprintf(g.stdout, "%sed %d files (%s) in %.2fs; %d skipped, %d failed",
+			verb, res.Files, humanBytes(res.Bytes), res.Elapsed.Seconds(), len(res.Skipped), failed)
+		if res.Removed > 0 {
+			fmt.Fprintf(g.stdout, ", %d sources removed", res.Removed)
+		}
+		fmt.Fprintln(g.stdout)
+	}
+	if failed > 0 {
+		// Each file's error was printed as it happened; say how many.
+		return &summaryError{n: failed, first: err}
+	}
+	return err
+}
+
+// summaryError ends a tree run in which some files failed. It keeps the
+// joined errors for the exit code.
+type summaryError struct {
+	n     int
+	first error
+}
+
+func (e *summaryError) Error() string { return fmt.Sprintf("%d files failed (see above)", e.n) }
+func (e *summaryError) Unwrap() error { return e.first }
+
