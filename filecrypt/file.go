@@ -130,7 +130,6 @@ func keepMetadata(out *atomicfile.File, st fs.FileInfo, fo FileOptions) {
 	}
 }
 
-
 // keyCapture records the file key age wraps, so that a file just encrypted
 // to public keys can be decrypted back (and so proven readable) without any
 // private key. The key is wiped after use.

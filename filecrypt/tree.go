@@ -47,7 +47,7 @@ type EventKind string
 
 // Event kinds.
 const (
-	EventStart   EventKind = "start"   // Files and Bytes hold the totals to do
+	EventStart   EventKind = "start"   // Files and InputBytes hold the totals to do
 	EventFile    EventKind = "file"    // one file done; Path, Bytes
 	EventSkipped EventKind = "skipped" // Path, Reason: not a regular file
 	EventError   EventKind = "error"   // Path, Reason: this file failed
@@ -59,7 +59,10 @@ type Event struct {
 	Path   string    `json:"path,omitempty"`
 	Reason string    `json:"reason,omitempty"`
 	Files  int       `json:"files,omitempty"`
-	Bytes  int64     `json:"bytes,omitempty"`
+	Bytes  int64     `json:"bytes,omitempty"` // plaintext bytes
+	// InputBytes is the size of the input file (EventFile) or of all input
+	// files (EventStart), for progress in input terms.
+	InputBytes int64 `json:"input_bytes,omitempty"`
 }
 
 // Skipped is an entry that was not processed, and why.
@@ -237,7 +240,7 @@ func (op *treeOp) run(ctx context.Context) (*TreeResult, error) {
 			return nil, err
 		}
 	}
-	op.event(Event{Kind: EventStart, Files: len(jobs), Bytes: total})
+	op.event(Event{Kind: EventStart, Files: len(jobs), InputBytes: total})
 
 	workers := op.opts.Workers
 	if workers <= 0 {
@@ -270,7 +273,7 @@ func (op *treeOp) run(ctx context.Context) (*TreeResult, error) {
 				if op.opts.RemoveSource {
 					removed.Add(1)
 				}
-				op.event(Event{Kind: EventFile, Path: j.rel, Bytes: n})
+				op.event(Event{Kind: EventFile, Path: j.rel, Bytes: n, InputBytes: j.info.Size()})
 			}
 		}()
 	}

@@ -276,9 +276,12 @@ func runSingle(ctx context.Context, g *globalOptions, opts cryptOptions, args []
 		return err
 	}
 	if g.JSON {
-		return json.NewEncoder(g.stdout).Encode(map[string]any{
-			"message_type": verb, "input": name, "output": opts.Output, "bytes": n,
-		})
+		return json.NewEncoder(g.stdout).Encode(struct {
+			MessageType string `json:"message_type"`
+			Input       string `json:"input"`
+			Output      string `json:"output"`
+			Bytes       int64  `json:"bytes"`
+		}{verb, name, opts.Output, n})
 	}
 	return nil
 }

@@ -77,11 +77,11 @@ func runKeygen(g *globalOptions, opts keygenOptions) error {
 		return err
 	}
 	if g.JSON {
-		return json.NewEncoder(g.stdout).Encode(map[string]string{
-			"message_type": "keygen",
-			"file":         opts.Output,
-			"recipient":    id.RecipientString(),
-		})
+		return json.NewEncoder(g.stdout).Encode(struct {
+			MessageType string `json:"message_type"`
+			File        string `json:"file"`
+			Recipient   string `json:"recipient"`
+		}{"keygen", opts.Output, id.RecipientString()})
 	}
 	if !g.Quiet {
 		fmt.Fprintf(g.stderr, "Public key: %s\n", id.RecipientString())
@@ -111,7 +111,10 @@ func runKeygenY(g *globalOptions, opts keygenOptions, args []string) error {
 		return fmt.Errorf("%q: %w", name, err)
 	}
 	if g.JSON {
-		return json.NewEncoder(g.stdout).Encode(map[string]any{"message_type": "recipients", "recipients": recs})
+		return json.NewEncoder(g.stdout).Encode(struct {
+			MessageType string   `json:"message_type"`
+			Recipients  []string `json:"recipients"`
+		}{"recipients", recs})
 	}
 	for _, r := range recs {
 		fmt.Fprintln(g.stdout, r)

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -19,7 +21,7 @@ type treeProgress struct {
 	mu    sync.Mutex
 	enc   *json.Encoder
 	files int
-	bytes int64
+	bytes int64 // input bytes done
 	total filecrypt.Event
 	last  time.Time
 	start time.Time
@@ -33,7 +35,7 @@ func (p *treeProgress) TreeEvent(e filecrypt.Event) {
 		p.total = e
 	case filecrypt.EventFile:
 		p.files++
-		p.bytes += e.Bytes
+		p.bytes += e.InputBytes
 	case filecrypt.EventSkipped:
 		p.clearBar()
 		p.g.warnf("skipped %q: %s", e.Path, e.Reason)
@@ -41,11 +43,11 @@ func (p *treeProgress) TreeEvent(e filecrypt.Event) {
 		p.clearBar()
 		fmt.Fprintf(p.g.stderr, "nhscrypt: error: %s\n", e.Reason)
 	}
-	if p.enc != nil {
-		switch e.Kind {
-		case filecrypt.EventSkipped, filecrypt.EventError:
-			p.enc.Encode(map[string]any{"message_type": string(e.Kind), "path": e.Path, "reason": e.Reason})
+	if e.Kind == filecrypt.EventSkipped || e.Kind == filecrypt.EventError {
+		if p.enc != nil {
+			p.enc.Encode(jsonFileMessage{MessageType: string(e.Kind), Path: e.Path, Reason: e.Reason})
 		}
+		return
 	}
 	now := time.Now()
 	if now.Sub(p.last) < 100*time.Millisecond && p.files != p.total.Files {
@@ -53,10 +55,8 @@ func (p *treeProgress) TreeEvent(e filecrypt.Event) {
 	}
 	p.last = now
 	if p.enc != nil {
-		p.enc.Encode(map[string]any{
-			"message_type": "status", "files_done": p.files, "files_total": p.total.Files,
-			"bytes_done": p.bytes, "bytes_total": p.total.Bytes,
-		})
+		p.enc.Encode(jsonStatus{MessageType: "status", FilesDone: p.files, FilesTotal: p.total.Files,
+			BytesDone: p.bytes, BytesTotal: p.total.InputBytes})
 	}
 	if p.bar {
 		p.drawBar(now)
@@ -66,8 +66,8 @@ func (p *treeProgress) TreeEvent(e filecrypt.Event) {
 func (p *treeProgress) drawBar(now time.Time) {
 	const width = 30
 	frac := 1.0
-	if p.total.Bytes > 0 {
-		frac = float64(p.bytes) / float64(p.total.Bytes)
+	if p.total.InputBytes > 0 {
+		frac = float64(p.bytes) / float64(p.total.InputBytes)
 	} else if p.total.Files > 0 {
 		frac = float64(p.files) / float64(p.total.Files)
 	}
@@ -75,7 +75,7 @@ func (p *treeProgress) drawBar(now time.Time) {
 	rate := float64(p.bytes) / now.Sub(p.start).Seconds()
 	fmt.Fprintf(p.g.stderr, "\r\x1b[K[%s%s] %d/%d files  %s/%s  %s/s",
 		strings.Repeat("=", n), strings.Repeat(" ", width-n), p.files, p.total.Files,
-		humanBytes(p.bytes), humanBytes(p.total.Bytes), humanBytes(int64(rate)))
+		humanBytes(p.bytes), humanBytes(p.total.InputBytes), humanBytes(int64(rate)))
 }
 
 func (p *treeProgress) clearBar() {
@@ -121,11 +121,9 @@ func runTree(g *globalOptions, verb string, run func(filecrypt.Progress) (*filec
 	failed := len(res.Failed)
 	if g.JSON {
 		p.mu.Lock()
-		p.enc.Encode(map[string]any{
-			"message_type": "summary", "operation": verb, "files": res.Files, "bytes": res.Bytes,
-			"skipped": len(res.Skipped), "failed": failed, "removed": res.Removed,
-			"seconds": res.Elapsed.Seconds(), "interrupted": err != nil && failed == 0,
-		})
+		p.enc.Encode(jsonSummary{MessageType: "summary", Operation: verb, Files: res.Files, Bytes: res.Bytes,
+			Skipped: len(res.Skipped), Failed: failed, Removed: res.Removed,
+			Seconds: res.Elapsed.Seconds(), Interrupted: errors.Is(err, context.Canceled)})
 		p.mu.Unlock()
 	} else if !g.Quiet {
 		fmt.Fprintf(g.stdout, "%sed %d files (%s) in %.2fs; %d skipped, %d failed",
@@ -152,3 +150,29 @@ type summaryError struct {
 func (e *summaryError) Error() string { return fmt.Sprintf("%d files failed (see above)", e.n) }
 func (e *summaryError) Unwrap() error { return e.first }
 
+// JSON Lines messages of tree runs (docs/json.md). message_type comes first.
+type jsonStatus struct {
+	MessageType string `json:"message_type"`
+	FilesDone   int    `json:"files_done"`
+	FilesTotal  int    `json:"files_total"`
+	BytesDone   int64  `json:"bytes_done"`
+	BytesTotal  int64  `json:"bytes_total"`
+}
+
+type jsonFileMessage struct {
+	MessageType string `json:"message_type"`
+	Path        string `json:"path"`
+	Reason      string `json:"reason"`
+}
+
+type jsonSummary struct {
+	MessageType string  `json:"message_type"`
+	Operation   string  `json:"operation"`
+	Files       int     `json:"files"`
+	Bytes       int64   `json:"bytes"`
+	Skipped     int     `json:"skipped"`
+	Failed      int     `json:"failed"`
+	Removed     int     `json:"removed"`
+	Seconds     float64 `json:"seconds"`
+	Interrupted bool    `json:"interrupted"`
+}

@@ -55,12 +55,12 @@ func newVersionCommand(g *globalOptions) *cobra.Command {
 		Args:  argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if g.JSON {
-				return json.NewEncoder(g.stdout).Encode(map[string]string{
-					"message_type": "version",
-					"version":      Version(),
-					"go_version":   runtime.Version(),
-					"platform":     runtime.GOOS + "/" + runtime.GOARCH,
-				})
+				return json.NewEncoder(g.stdout).Encode(struct {
+					MessageType string `json:"message_type"`
+					Version     string `json:"version"`
+					GoVersion   string `json:"go_version"`
+					Platform    string `json:"platform"`
+				}{"version", Version(), runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH})
 			}
 			_, err := fmt.Fprintf(g.stdout, "nhscrypt %s %s %s/%s\n", Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return err
