@@ -5,9 +5,10 @@ BIN       := bin/nhscrypt
 FUZZTIME  ?= 10s
 # Debian packages the tests drive for real (interop and fixtures).
 TEST_DEBS := age openssh-client
+BENCH_DEBS := $(TEST_DEBS) bc
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test test-deps lint fuzz bench install demo clean
+.PHONY: all build test test-deps bench-deps debs lint fuzz bench install demo clean
 
 all: build
 
@@ -19,7 +20,14 @@ test: test-deps
 	$(GO) test -count=1 -timeout 20m ./...
 
 test-deps:
-	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
+
+bench-deps:
+	@$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"
+
+# Install the Debian packages in DEBS that are missing (apt-get update first).
+debs:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing test packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -42,7 +50,7 @@ fuzz:
 		done; \
 	done
 
-bench: build test-deps
+bench: build bench-deps
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 	bash bench/filecrypt.sh
 

@@ -432,12 +432,12 @@ func TestParseRecipients(t *testing.T) {
 		t.Fatalf("got %d recipients, skipped %v", len(recs), skipped)
 	}
 	bad := map[string]string{
-		"":                         "no recipients found",
-		"# only comments\n":        "no recipients found",
-		"x\n":                      "line 1: malformed recipient",
-		"# c\n" + id.String():      "line 2: an identity",
-		"age1plugin1qqqqqqqqq\n":   "line 1: malformed recipient",
-		"\xff\xfe\n":               "line 1: not valid UTF-8",
+		"":                        "no recipients found",
+		"# only comments\n":       "no recipients found",
+		"x\n":                     "line 1: malformed recipient",
+		"# c\n" + id.String():     "line 2: an identity",
+		"age1plugin1qqqqqqqqq\n":  "line 1: malformed recipient",
+		"\xff\xfe\n":              "line 1: not valid UTF-8",
 		strings.Repeat("a", 9000): "too long",
 	}
 	for in, want := range bad {

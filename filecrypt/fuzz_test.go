@@ -127,4 +127,3 @@ func FuzzDecrypt(f *testing.F) {
 		}
 	})
 }
-

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -68,7 +69,23 @@ func Create(final string, perm fs.FileMode, overwrite bool) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating temporary file for %q: %w", final, err)
 	}
+	pending.Store(tmp, struct{}{})
 	return &File{File: f, final: final, perm: perm, overwrite: overwrite, uid: -1, gid: -1}, nil
+}
+
+// pending holds the temporary files not yet committed or aborted.
+var pending sync.Map
+
+// RemovePending removes every temporary file of this process that was
+// neither committed nor aborted. A command that must exit at once (a second
+// interrupt, or one blocked in a read) calls it so as to leave nothing
+// behind.
+func RemovePending() {
+	pending.Range(func(k, _ any) bool {
+		os.Remove(k.(string))
+		pending.Delete(k)
+		return true
+	})
 }
 
 // SetModTime makes Commit set the file's modification time.
@@ -94,6 +111,7 @@ func (f *File) Commit() error {
 		err = publish(tmp, f.final, f.overwrite)
 	}
 	f.done = true
+	pending.Delete(tmp)
 	if err != nil {
 		os.Remove(tmp)
 		return err
@@ -162,6 +180,7 @@ func (f *File) Abort() {
 	f.done = true
 	f.File.Close()
 	os.Remove(f.File.Name())
+	pending.Delete(f.File.Name())
 }
 
 // WriteFile writes data to name atomically with the given permissions.

@@ -10,8 +10,11 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/nhscrypt/nhscrypt/internal/atomicfile"
 )
 
 // globalOptions are the flags every command has.
@@ -28,8 +31,31 @@ type globalOptions struct {
 func Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		// A command stops at its next read or write once ctx is cancelled.
+		// One blocked for long (reading an idle pipe, say) is ended here,
+		// after its partial outputs are removed.
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+		}
+		select {
+		case <-done:
+		case <-time.After(interruptGrace):
+			atomicfile.RemovePending()
+			fmt.Fprintln(os.Stderr, "nhscrypt: error: interrupted")
+			os.Exit(ExitInterrupted)
+		}
+	}()
 	return Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 }
+
+// interruptGrace is how long an interrupted command may take to stop by
+// itself before it is ended.
+const interruptGrace = 2 * time.Second
 
 // Run runs nhscrypt with args and returns the exit code. Cancelling ctx
 // interrupts the command, which removes its partial outputs and returns 130.
