@@ -151,10 +151,3 @@ func (g *globalOptions) warnf(format string, a ...any) {
 		fmt.Fprintf(g.stderr, "nhscrypt: warning: "+format+"\n", a...)
 	}
 }
-
-// infof prints a human message to stderr unless --quiet or --json.
-func (g *globalOptions) infof(format string, a ...any) {
-	if !g.Quiet && !g.JSON {
-		fmt.Fprintf(g.stderr, format+"\n", a...)
-	}
-}
