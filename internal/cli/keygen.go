@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/nhscrypt/nhscrypt/filecrypt"
 )
@@ -64,7 +63,7 @@ func runKeygen(g *globalOptions, opts keygenOptions) error {
 		if g.JSON {
 			return usagef("--json needs -o FILE: the secret key is never put in JSON")
 		}
-		if f, ok := g.stdout.(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
+		if !g.Quiet && !isTerminal(g.stdout) {
 			fmt.Fprintf(g.stderr, "Public key: %s\n", id.RecipientString())
 		}
 		_, err := g.stdout.Write(filecrypt.MarshalIdentity(id, now))
