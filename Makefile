@@ -4,7 +4,7 @@ PREFIX    ?= /usr/local
 BIN       := bin/nhscrypt
 FUZZTIME  ?= 10s
 # Debian packages the tests drive for real (interop and fixtures).
-TEST_DEBS := age openssh-client
+TEST_DEBS := age openssh-client cryptsetup-bin
 BENCH_DEBS := $(TEST_DEBS) bc
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
