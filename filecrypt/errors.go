@@ -12,12 +12,18 @@ import (
 type WrongKeyError struct {
 	Path        string
 	StanzaTypes []string
+	// Detail, if set, replaces the standard message (for example for the
+	// wrong passphrase of an SSH key, where Path is the key file).
+	Detail string
 }
 
 func (e *WrongKeyError) Error() string {
 	name := e.Path
 	if name == "" {
 		name = "input"
+	}
+	if e.Detail != "" {
+		return fmt.Sprintf("%q: %s", name, e.Detail)
 	}
 	types := strings.Join(uniq(e.StanzaTypes), ", ")
 	if types == "" {
@@ -30,10 +36,12 @@ func (e *WrongKeyError) Error() string {
 }
 
 // CorruptError is returned when a file is not a valid age file, or fails
-// authentication (truncated or tampered).
+// authentication (truncated or tampered). Its message gives Reason only:
+// the underlying error (from Unwrap) may quote bytes of the input.
 type CorruptError struct {
-	Path string
-	Err  error
+	Path   string
+	Reason string
+	Err    error
 }
 
 func (e *CorruptError) Error() string {
@@ -41,7 +49,11 @@ func (e *CorruptError) Error() string {
 	if name == "" {
 		name = "input"
 	}
-	return fmt.Sprintf("%q is corrupt or not an age file: %v", name, e.Err)
+	reason := e.Reason
+	if reason == "" {
+		reason = "invalid age file"
+	}
+	return fmt.Sprintf("%q is corrupt or not an age file: %s", name, reason)
 }
 
 func (e *CorruptError) Unwrap() error { return e.Err }

@@ -63,6 +63,9 @@ func encryptFile(ctx context.Context, src, dst string, enc EncryptOptions, fo Fi
 		enc.Recipients = verify.wrap(enc.Recipients)
 	}
 	n, err := Encrypt(ctx, out, r, enc)
+	if err == nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		return n, nil, encErr(src, err)
 	}
@@ -107,6 +110,9 @@ func DecryptFile(ctx context.Context, src, dst string, dec DecryptOptions, fo Fi
 	defer out.Abort()
 	keepMetadata(out, st, fo)
 	n, err := Decrypt(ctx, out, in, src, dec)
+	if err == nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		return n, err
 	}

@@ -3,13 +3,17 @@ package filecrypt
 import (
 	"bufio"
 	"bytes"
+	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -319,7 +323,7 @@ func parseEncryptedIdentities(name string, b *bufio.Reader, trimmed []byte, prom
 	}
 	pass, err := prompt(fmt.Sprintf("Enter passphrase for identity file %q:", name))
 	if err != nil {
-		return nil, err
+		return nil, &PromptError{err}
 	}
 	sid, err := age.NewScryptIdentity(string(pass))
 	if err != nil {
@@ -331,7 +335,7 @@ func parseEncryptedIdentities(name string, b *bufio.Reader, trimmed []byte, prom
 		if errors.As(err, &nm) {
 			return nil, &WrongKeyError{Path: name, StanzaTypes: nm.StanzaTypes}
 		}
-		return nil, &CorruptError{Path: name, Err: err}
+		return nil, &CorruptError{Path: name, Reason: "invalid encrypted identity file", Err: err}
 	}
 	ids, err := parseIdentityLines(pr)
 	if err != nil {
@@ -354,13 +358,7 @@ func parseSSHIdentity(name string, pemBytes []byte, prompt Prompt) ([]age.Identi
 				return nil, err
 			}
 		}
-		eid, err := agessh.NewEncryptedSSHIdentity(pub, pemBytes, func() ([]byte, error) {
-			return prompt(fmt.Sprintf("Enter passphrase for SSH key %q:", name))
-		})
-		if err != nil {
-			return nil, fmt.Errorf("SSH key %q: %w", name, err)
-		}
-		return []age.Identity{eid}, nil
+		return []age.Identity{&encryptedSSHIdentity{name: name, pub: pub, pem: pemBytes, prompt: prompt}}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("malformed or unsupported SSH key in %q", name)
@@ -391,11 +389,89 @@ func RecipientsOf(ids []age.Identity) ([]string, error) {
 			out = append(out, id.Recipient().String())
 		case *age.HybridIdentity:
 			out = append(out, id.Recipient().String())
-		case *agessh.Ed25519Identity, *agessh.RSAIdentity, *agessh.EncryptedSSHIdentity:
+		case *agessh.Ed25519Identity, *agessh.RSAIdentity, *encryptedSSHIdentity:
 			return nil, errors.New("SSH identities: take the recipient from the .pub file")
 		default:
 			return nil, fmt.Errorf("cannot derive a recipient from identity of type %T", id)
 		}
 	}
 	return out, nil
+}
+
+// encryptedSSHIdentity is a passphrase-protected SSH key. It asks for the
+// passphrase only when a file is encrypted to its public key, once (it is
+// safe for concurrent use across a tree), and reports a wrong passphrase as
+// *WrongKeyError and a failed prompt as *PromptError, which
+// agessh.EncryptedSSHIdentity cannot (it flattens errors to text).
+type encryptedSSHIdentity struct {
+	name   string
+	pub    ssh.PublicKey
+	pem    []byte
+	prompt Prompt
+
+	mu        sync.Mutex
+	decrypted age.Identity
+}
+
+func sshFingerprint(pk ssh.PublicKey) string {
+	h := sha256.Sum256(pk.Marshal())
+	return base64.RawStdEncoding.EncodeToString(h[:4])
+}
+
+func (i *encryptedSSHIdentity) Unwrap(stanzas []*age.Stanza) ([]byte, error) {
+	match := false
+	for _, s := range stanzas {
+		if s.Type == i.pub.Type() && len(s.Args) > 0 && s.Args[0] == sshFingerprint(i.pub) {
+			match = true
+		}
+	}
+	if !match {
+		return nil, age.ErrIncorrectIdentity
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.decrypted == nil {
+		pass, err := i.prompt(fmt.Sprintf("Enter passphrase for SSH key %q:", i.name))
+		if err != nil {
+			return nil, &PromptError{err}
+		}
+		raw, err := ssh.ParseRawPrivateKeyWithPassphrase(i.pem, pass)
+		if errors.Is(err, x509.IncorrectPasswordError) {
+			return nil, &WrongKeyError{Path: i.name, StanzaTypes: []string{i.pub.Type()}, Detail: "incorrect passphrase for the SSH key"}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("SSH key %q: cannot decrypt it", i.name)
+		}
+		signer, err := ssh.NewSignerFromKey(raw)
+		if err != nil || !bytes.Equal(signer.PublicKey().Marshal(), i.pub.Marshal()) {
+			return nil, fmt.Errorf("SSH key %q does not match its public key", i.name)
+		}
+		switch k := raw.(type) {
+		case *ed25519.PrivateKey:
+			i.decrypted, err = agessh.NewEd25519Identity(*k)
+		case ed25519.PrivateKey:
+			i.decrypted, err = agessh.NewEd25519Identity(k)
+		case *rsa.PrivateKey:
+			i.decrypted, err = agessh.NewRSAIdentity(k)
+		default:
+			err = fmt.Errorf("unsupported SSH key type %T", raw)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("SSH key %q: %w", i.name, err)
+		}
+	}
+	return i.decrypted.Unwrap(stanzas)
+}
+
+// IsPostQuantum reports whether a recipient is post-quantum (the hybrid
+// ML-KEM-768 + X25519 recipient, or a hybrid tag recipient). age refuses to
+// mix them with classic recipients in one file.
+func IsPostQuantum(r age.Recipient) bool {
+	switch r := r.(type) {
+	case *age.HybridRecipient:
+		return true
+	case *tag.Recipient:
+		return r.Hybrid()
+	}
+	return false
 }

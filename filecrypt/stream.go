@@ -49,10 +49,13 @@ type PassphraseSource struct {
 func (p *PassphraseSource) Get() ([]byte, error) {
 	p.once.Do(func() {
 		if p.Prompt == nil {
-			p.err = errors.New("the file is passphrase-encrypted and no passphrase can be asked for")
+			p.err = &PromptError{errors.New("the file is passphrase-encrypted and no passphrase can be asked for")}
 			return
 		}
 		p.pass, p.err = p.Prompt("Enter passphrase:")
+		if p.err != nil {
+			p.err = &PromptError{p.err}
+		}
 	})
 	return p.pass, p.err
 }
@@ -77,7 +80,7 @@ func (l lazyScrypt) Unwrap(stanzas []*age.Stanza) ([]byte, error) {
 }
 
 func (o DecryptOptions) identities() []age.Identity {
-	ids := append([]age.Identity(nil), o.Identities...)
+	ids := append(make([]age.Identity, 0, len(o.Identities)+1), o.Identities...)
 	if o.Passphrase != nil {
 		ids = append(ids, lazyScrypt{o.Passphrase})
 	}
@@ -155,7 +158,7 @@ func Decrypt(ctx context.Context, dst io.Writer, src io.Reader, name string, opt
 	}
 	r, err := age.Decrypt(in, opts.identities()...)
 	if err != nil {
-		return 0, classify(ctx, cr, name, err)
+		return 0, classify(ctx, cr, name, err, "invalid or unsupported age header")
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -164,7 +167,7 @@ func Decrypt(ctx context.Context, dst io.Writer, src io.Reader, name string, opt
 		if werr := (*writeError)(nil); errors.As(err, &werr) {
 			return n, werr.err
 		}
-		return n, classify(ctx, cr, name, err)
+		return n, classify(ctx, cr, name, err, "payload failed authentication (truncated or tampered)")
 	}
 	return n, nil
 }
@@ -187,19 +190,41 @@ type writeError struct{ err error }
 
 func (w *writeError) Error() string { return w.err.Error() }
 
-func classify(ctx context.Context, cr *ctxReader, name string, err error) error {
+// classify turns an error from age into ours. age's own messages can quote
+// bytes of the input (which may be plaintext given by mistake), so a
+// CorruptError prints only reason; the original stays available to Unwrap.
+func classify(ctx context.Context, cr *ctxReader, name string, err error, reason string) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if cr.err != nil {
 		return fmt.Errorf("reading %q: %w", name, cr.err)
 	}
+	var pe *PromptError
+	if errors.As(err, &pe) {
+		return pe
+	}
 	var nm *age.NoIdentityMatchError
 	if errors.As(err, &nm) {
 		return &WrongKeyError{Path: name, StanzaTypes: nm.StanzaTypes}
 	}
-	return &CorruptError{Path: name, Err: err}
+	var wk *WrongKeyError
+	if errors.As(err, &wk) {
+		return wk
+	}
+	var ae *armor.Error
+	if errors.As(err, &ae) {
+		reason = "invalid ASCII armor"
+	}
+	return &CorruptError{Path: name, Reason: reason, Err: err}
 }
+
+// PromptError is returned when a passphrase was needed but could not be
+// had (no terminal, an unreadable passphrase file).
+type PromptError struct{ Err error }
+
+func (e *PromptError) Error() string { return e.Err.Error() }
+func (e *PromptError) Unwrap() error { return e.Err }
 
 // maybeArmored detects ASCII armor (after leading whitespace, as age does).
 func maybeArmored(r io.Reader) (io.Reader, error) {

@@ -288,6 +288,7 @@ feed:
 	close(ch)
 	wg.Wait()
 	res.Files, res.Bytes, res.Removed = int(files.Load()), bytes.Load(), int(removed.Load())
+	res.Elapsed = time.Since(start)
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}

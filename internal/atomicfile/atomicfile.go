@@ -29,6 +29,10 @@ const TempPrefix = ".nhscrypt-tmp-"
 // already exists and overwrite was not allowed.
 var ErrExists = fs.ErrExist
 
+// ErrNotRegular is returned when the final name exists and is not a regular
+// file: it is never replaced, even with overwrite.
+var ErrNotRegular = errors.New("exists and is not a regular file; not replaced")
+
 // File is a pending output. Write to it, then call Commit to publish it under
 // its final name, or Abort to discard it. Abort after Commit is a no-op, so
 // `defer f.Abort()` is always safe.
@@ -47,9 +51,14 @@ type File struct {
 // Commit checks again, atomically). The temporary file is created 0600; perm
 // is applied at Commit.
 func Create(final string, perm fs.FileMode, overwrite bool) (*File, error) {
-	if !overwrite {
-		if _, err := os.Lstat(final); err == nil {
+	if st, err := os.Lstat(final); err == nil {
+		if !overwrite {
 			return nil, &fs.PathError{Op: "create", Path: final, Err: fs.ErrExist}
+		}
+		if !st.Mode().IsRegular() {
+			// Renaming over a device, FIFO, symlink or folder would
+			// replace it, not write to it.
+			return nil, &fs.PathError{Op: "create", Path: final, Err: ErrNotRegular}
 		}
 	}
 	dir, base := filepath.Split(final)

@@ -122,7 +122,17 @@ func (o *cryptOptions) recipients(g *globalOptions) ([]age.Recipient, error) {
 		recs = append(recs, r)
 	}
 	for _, name := range o.RecipientFiles {
-		rs, skipped, err := filecrypt.ParseRecipientsFile(name)
+		var rs []age.Recipient
+		var skipped []string
+		var err error
+		if name == "-" {
+			rs, skipped, err = filecrypt.ParseRecipients(g.stdin)
+			if err != nil {
+				err = fmt.Errorf("recipients from standard input: %w", err)
+			}
+		} else {
+			rs, skipped, err = filecrypt.ParseRecipientsFile(name)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -148,6 +158,15 @@ func (o *cryptOptions) recipients(g *globalOptions) ([]age.Recipient, error) {
 	if len(recs) == 0 {
 		return nil, usagef("missing recipients: give -r, -R or -p")
 	}
+	pq := 0
+	for _, r := range recs {
+		if filecrypt.IsPostQuantum(r) {
+			pq++
+		}
+	}
+	if pq > 0 && pq < len(recs) {
+		return nil, usagef("post-quantum (age1pq1…) recipients can't be mixed with classic ones: the file would be no stronger than the classic key")
+	}
 	return recs, nil
 }
 
@@ -162,11 +181,17 @@ func redactKeyish(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
-func (o *cryptOptions) decryptOptions() (filecrypt.DecryptOptions, error) {
+func (o *cryptOptions) decryptOptions(g *globalOptions) (filecrypt.DecryptOptions, error) {
 	prompt := passphrasePrompt(o.PassphraseFile)
 	var ids []age.Identity
 	for _, name := range o.Identities {
-		is, err := filecrypt.ParseIdentitiesFile(name, prompt)
+		var is []age.Identity
+		var err error
+		if name == "-" {
+			is, err = filecrypt.ParseIdentities("standard input", g.stdin, prompt)
+		} else {
+			is, err = filecrypt.ParseIdentitiesFile(name, prompt)
+		}
 		if err != nil {
 			return filecrypt.DecryptOptions{}, err
 		}
@@ -175,7 +200,29 @@ func (o *cryptOptions) decryptOptions() (filecrypt.DecryptOptions, error) {
 	return filecrypt.DecryptOptions{Identities: ids, Passphrase: &filecrypt.PassphraseSource{Prompt: prompt}}, nil
 }
 
+// checkStdin refuses "-" (standard input) for more than one purpose.
+func (o *cryptOptions) checkStdin(args []string) error {
+	n := 0
+	for _, l := range [][]string{o.RecipientFiles, o.Identities} {
+		for _, v := range l {
+			if v == "-" {
+				n++
+			}
+		}
+	}
+	if o.Tree == "" && (len(args) == 0 || args[0] == "-") {
+		n++
+	}
+	if n > 1 {
+		return usagef("standard input is used for more than one purpose")
+	}
+	return nil
+}
+
 func (o *cryptOptions) checkTree(args []string) error {
+	if err := o.checkStdin(args); err != nil {
+		return err
+	}
 	if o.Tree == "" {
 		if o.Out != "" || o.RemoveSource || o.Workers != 0 {
 			return usagef("--out, --remove-source and --workers need --tree")
@@ -220,7 +267,7 @@ func runDecrypt(ctx context.Context, g *globalOptions, opts cryptOptions, args [
 	if err := opts.checkTree(args); err != nil {
 		return err
 	}
-	dec, err := opts.decryptOptions()
+	dec, err := opts.decryptOptions(g)
 	if err != nil {
 		return err
 	}
@@ -265,10 +312,17 @@ func runSingle(ctx context.Context, g *globalOptions, opts cryptOptions, args []
 		if errors.Is(err, fs.ErrExist) {
 			return withHint(fmt.Errorf("output %q already exists", opts.Output), "use --force to replace it")
 		}
+		if errors.Is(err, atomicfile.ErrNotRegular) {
+			return withHint(err, "to write to a device or pipe, leave out -o and redirect stdout")
+		}
 		return err
 	}
 	defer out.Abort()
 	n, err := op(out, in, name)
+	if err == nil {
+		// Interrupted while the input was ending: publish nothing.
+		err = ctx.Err()
+	}
 	if err != nil {
 		return err
 	}

@@ -54,6 +54,7 @@ func exitCode(err error) int {
 	var ee *exitError
 	var ue *usageError
 	var wk *filecrypt.WrongKeyError
+	var pe *filecrypt.PromptError
 	switch {
 	case err == nil:
 		return ExitOK
@@ -63,7 +64,7 @@ func exitCode(err error) int {
 		return ExitInterrupted
 	case errors.As(err, &ue):
 		return ExitUsage
-	case errors.As(err, &wk):
+	case errors.As(err, &wk), errors.As(err, &pe):
 		return ExitAuth
 	case errors.Is(err, fs.ErrNotExist):
 		return ExitNotFound

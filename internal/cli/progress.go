@@ -126,8 +126,8 @@ func runTree(g *globalOptions, verb string, run func(filecrypt.Progress) (*filec
 			Seconds: res.Elapsed.Seconds(), Interrupted: errors.Is(err, context.Canceled)})
 		p.mu.Unlock()
 	} else if !g.Quiet {
-		fmt.Fprintf(g.stdout, "%sed %d files (%s) in %.2fs; %d skipped, %d failed",
-			verb, res.Files, humanBytes(res.Bytes), res.Elapsed.Seconds(), len(res.Skipped), failed)
+		fmt.Fprintf(g.stdout, "%sed %s (%s) in %.2fs; %d skipped, %d failed",
+			verb, plural(res.Files, "file"), humanBytes(res.Bytes), res.Elapsed.Seconds(), len(res.Skipped), failed)
 		if res.Removed > 0 {
 			fmt.Fprintf(g.stdout, ", %d sources removed", res.Removed)
 		}
@@ -147,7 +147,14 @@ type summaryError struct {
 	first error
 }
 
-func (e *summaryError) Error() string { return fmt.Sprintf("%d files failed (see above)", e.n) }
+func (e *summaryError) Error() string { return plural(e.n, "file") + " failed (see above)" }
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
 func (e *summaryError) Unwrap() error { return e.first }
 
 // JSON Lines messages of tree runs (docs/json.md). message_type comes first.
