@@ -1,0 +1,116 @@
+package luks
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strconv"
+	"testing"
+)
+
+// cryptsetupOpens asks cryptsetup whether key opens slot of img.
+func cryptsetupOpens(t *testing.T, img *image, slot int, key string) bool {
+	t.Helper()
+	args := []string{"open", "--test-passphrase", "--key-file", "-", "--key-slot", strconv.Itoa(slot)}
+	if img.data != "" {
+		args = append(args, "--header", img.path, img.data)
+	} else {
+		args = append(args, img.path)
+	}
+	_, err := run(key, cryptsetup(t), args...)
+	return err == nil
+}
+
+// TestUnsealAgreesWithCryptsetup: for every image, keyslot and key (right
+// and wrong), our unsealing, luks.go's (where it can try) and cryptsetup's
+// --test-passphrase all agree.
+func TestUnsealAgreesWithCryptsetup(t *testing.T) {
+	for name, img := range testImages(t) {
+		t.Run(name, func(t *testing.T) {
+			h, err := ParseFile(img.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(img.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			luksGoTried := 0
+			for _, slot := range h.ActiveSlots() {
+				for _, key := range []string{img.keys[slot], "wrong passphrase"} {
+					want := cryptsetupOpens(t, img, slot, key)
+					if key == img.keys[slot] && !want {
+						t.Fatalf("cryptsetup does not open slot %d with its key", slot)
+					}
+					own, err := UnsealOwn(f, h, slot, []byte(key))
+					if err != nil {
+						t.Fatalf("own unseal of slot %d: %v", slot, err)
+					}
+					if own != want {
+						t.Errorf("slot %d key %q: nhscrypt %v, cryptsetup %v", slot, key, own, want)
+					}
+					if img.data != "" {
+						continue // luks.go cannot read a detached header file plus data
+					}
+					lg, err := UnsealLuksGo(img.path, slot, []byte(key))
+					if err != nil {
+						t.Logf("slot %d: luks.go cannot try: %v", slot, err)
+						continue
+					}
+					luksGoTried++
+					if lg != want {
+						t.Errorf("slot %d key %q: luks.go %v, cryptsetup %v", slot, key, lg, want)
+					}
+				}
+			}
+			// luks.go handles XTS area ciphers with sha256/sha512 and 4000 stripes.
+			if luksGoTried == 0 && img.data == "" && name != "luks1-cbc-essiv-sha1" && name != "luks2-cbc-essiv" && name != "luks2-sha1" {
+				t.Errorf("luks.go could not try any keyslot of %s", name)
+			}
+		})
+	}
+}
+
+func TestTestKey(t *testing.T) {
+	imgs := testImages(t)
+	ctx := context.Background()
+	for _, name := range []string{"luks1-slots", "luks2-slots", "luks2-cbc-essiv", "luks1-cbc-essiv-sha1", "luks2-argon2id"} {
+		img := imgs[name]
+		h, err := ParseFile(img.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for slot, key := range img.keys {
+			res, err := TestKey(ctx, img.path, h, []byte(key), -1)
+			if err != nil {
+				t.Fatalf("%s: key of slot %d: %v", name, slot, err)
+			}
+			if res.Keyslot != slot {
+				t.Errorf("%s: key of slot %d opened slot %d", name, slot, res.Keyslot)
+			}
+			if res, err := TestKey(ctx, img.path, h, []byte(key), slot); err != nil || res.Keyslot != slot {
+				t.Errorf("%s: --slot %d: %v %v", name, slot, res, err)
+			}
+		}
+		if _, err := TestKey(ctx, img.path, h, []byte("wrong"), -1); !errors.Is(err, ErrKeyMismatch) {
+			t.Errorf("%s: wrong key: %v, want ErrKeyMismatch", name, err)
+		}
+		if _, err := TestKey(ctx, img.path, h, []byte(testPass), 2); err == nil {
+			t.Errorf("%s: a removed or absent slot 2 was accepted", name)
+		}
+	}
+	// The CBC image can only be opened by our own unsealing.
+	img := imgs["luks2-cbc-essiv"]
+	h, _ := ParseFile(img.path)
+	res, err := TestKey(ctx, img.path, h, []byte(testPass), 0)
+	if err != nil || res.Method != MethodNhscrypt {
+		t.Errorf("cbc-essiv: %+v %v, want opened by nhscrypt", res, err)
+	}
+	img = imgs["luks2-argon2id"]
+	h, _ = ParseFile(img.path)
+	res, err = TestKey(ctx, img.path, h, []byte(testPass), 0)
+	if err != nil || res.Method != MethodLuksGo {
+		t.Errorf("argon2id: %+v %v, want opened by luks.go", res, err)
+	}
+}
