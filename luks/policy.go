@@ -21,20 +21,20 @@ type Policy struct {
 	// always ignored).
 	IgnoreMounts []string `toml:"ignore_mounts"`
 	// MinArgon2MemoryKiB and MinArgon2Time: an argon2 keyslot below
-	// either gives LUKS-KDF-ARGON2-WEAK.
+	// either gives LUKS-KDF-WEAK.
 	MinArgon2MemoryKiB int `toml:"min_argon2_memory_kib"`
 	MinArgon2Time      int `toml:"min_argon2_time"`
-	// MinPBKDF2Iterations: a PBKDF2 keyslot below it gives
-	// LUKS-KDF-PBKDF2-WEAK (fail) as well as LUKS-KDF-PBKDF2 (warn).
+	// MinPBKDF2Iterations: a PBKDF2 keyslot below it gives LUKS-KDF-WEAK
+	// as well as LUKS-KDF-PBKDF2.
 	MinPBKDF2Iterations int `toml:"min_pbkdf2_iterations"`
 	// MaxActiveKeyslots: more active keyslots give LUKS-KEYSLOTS-MANY (info).
 	MaxActiveKeyslots int `toml:"max_active_keyslots"`
 	// MinXTSKeyBits: an XTS key shorter gives LUKS-CIPHER-WEAK (XTS splits
-	// the key in two, so 256 bits is AES-128).
+	// the key in two: 256 bits is AES-128, 512 bits AES-256).
 	MinXTSKeyBits int `toml:"min_xts_key_bits"`
 	// HeaderBackupDir is where `nhscrypt luks backup-header` records
-	// backups; a LUKS device with none there gives LUKS-HEADER-NO-BACKUP.
-	// Empty disables the check.
+	// backups (UUID.json); a LUKS device with no record there gives
+	// LUKS-HEADER-NO-BACKUP. Empty disables the check.
 	HeaderBackupDir string `toml:"header_backup_dir"`
 	// Disabled lists finding IDs not to report.
 	Disabled []string `toml:"disabled"`
@@ -49,7 +49,7 @@ func DefaultPolicy() Policy {
 		MinArgon2Time:       2,
 		MinPBKDF2Iterations: 100000,
 		MaxActiveKeyslots:   4,
-		MinXTSKeyBits:       512,
+		MinXTSKeyBits:       256,
 		HeaderBackupDir:     "/var/lib/nhscrypt/luks-headers",
 	}
 }
