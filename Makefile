@@ -53,6 +53,7 @@ fuzz:
 bench: build bench-deps
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 	bash bench/filecrypt.sh
+	bash bench/verify-disk.sh
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -6,14 +6,14 @@
 # Prints throughput and the ratio nhscrypt/age (higher is better for
 # nhscrypt). Targets: file ≥ 0.95×, tree ≥ 2×.
 # Knobs: BENCH_DIR (default /var/tmp), BENCH_SIZE_MB (1024),
-# BENCH_FILES (20000; 0 skips the tree), BENCH_ROUNDS (3), NHSCRYPT (default bin/nhscrypt, built if missing).
+# BENCH_FILES (20000; 0 skips the tree), BENCH_ROUNDS (3), NHSCRYPT (default: bin/nhscrypt, built from this tree).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mb=${BENCH_SIZE_MB:-1024}
 nfiles=${BENCH_FILES:-20000}
 rounds=${BENCH_ROUNDS:-3}
 nhscrypt=${NHSCRYPT:-bin/nhscrypt}
-[ -x "$nhscrypt" ] || go build -o "$nhscrypt" ./cmd/nhscrypt
+[ -n "${NHSCRYPT:-}" ] || go build -o "$nhscrypt" ./cmd/nhscrypt
 nhscrypt=$(realpath "$nhscrypt")
 mktree=$(mktemp /tmp/nhscrypt-mktree.XXXXXX)
 go build -o "$mktree" ./bench/mktree

@@ -22,7 +22,16 @@ const (
 	IDKeyslotsMany    = "LUKS-KEYSLOTS-MANY"
 	IDHeaderNoBackup  = "LUKS-HEADER-NO-BACKUP"
 	IDReencryptActive = "LUKS-REENCRYPT-PENDING"
+	IDDeviceNotLUKS   = "LUKS-DEVICE-NOT-LUKS"
 )
+
+// NotLUKSFinding is the finding for a device that was named for checking
+// but has no LUKS header.
+func NotLUKSFinding(dev string) report.Finding {
+	return report.Finding{ID: IDDeviceNotLUKS, Severity: report.Fail, Subject: dev,
+		Message: "no LUKS header: the device is not LUKS-encrypted (or its header is destroyed)",
+		Remedy:  "encrypt it with LUKS2 (cryptsetup luksFormat, or cryptsetup reencrypt --encrypt for data in place), or restore the header from a backup"}
+}
 
 // CheckHeader returns the findings for one parsed header under policy p.
 // subject names the device in the findings.

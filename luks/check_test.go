@@ -98,6 +98,9 @@ func TestCheckHeaderFindings(t *testing.T) {
 		"luks2-argon2id":       {"LUKS-HEADER-NO-BACKUP", "LUKS-KDF-WEAK"},
 		"luks2-argon2i":        {"LUKS-HEADER-NO-BACKUP", "LUKS-KDF-WEAK"},
 		"luks2-cbc-essiv":      {"LUKS-HEADER-NO-BACKUP", "LUKS-KDF-PBKDF2", "LUKS-KDF-WEAK"},
+		"luks1-ecb":            {"LUKS-CIPHER-WEAK", "LUKS-HEADER-NO-BACKUP", "LUKS-KDF-PBKDF2", "LUKS-KDF-WEAK", "LUKS-VERSION-1"},
+		"luks2-cbc-plain64":    {"LUKS-CIPHER-WEAK", "LUKS-CIPHER-WEAK", "LUKS-HEADER-NO-BACKUP", "LUKS-KDF-PBKDF2", "LUKS-KDF-WEAK"},
+		"luks1-cbc-plain":      {"LUKS-CIPHER-WEAK", "LUKS-HEADER-NO-BACKUP", "LUKS-KDF-PBKDF2", "LUKS-KDF-WEAK", "LUKS-VERSION-1"},
 		"luks2-slots":          {"LUKS-HEADER-NO-BACKUP", "LUKS-KDF-PBKDF2", "LUKS-KDF-PBKDF2", "LUKS-KDF-PBKDF2", "LUKS-KDF-WEAK", "LUKS-KDF-WEAK", "LUKS-KDF-WEAK"},
 	}
 	for name, want := range cases {
@@ -386,4 +389,3 @@ func hexs(b []byte) string {
 	}
 	return string(out)
 }
-

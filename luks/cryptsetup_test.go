@@ -105,6 +105,12 @@ func makeImages(cs, dir string) error {
 		{"luks2-slots", append([]string{"--type", "luks2"}, kdfPBKDF2...), 20 << 20},
 		{"luks2-token", append([]string{"--type", "luks2"}, kdfArgon2id...), 20 << 20},
 		{"luks1-slots", append([]string{"--type", "luks1"}, kdfLUKS1...), 8 << 20},
+		// Weak or unusual, but cryptsetup makes them: they exercise the
+		// other IV and hash paths of our own unsealing.
+		{"luks1-ripemd160", append([]string{"--type", "luks1", "--hash", "ripemd160"}, kdfLUKS1...), 8 << 20},
+		{"luks1-ecb", append([]string{"--type", "luks1", "--cipher", "aes-ecb", "--key-size", "256"}, kdfLUKS1...), 8 << 20},
+		{"luks2-cbc-plain64", append([]string{"--type", "luks2", "--cipher", "aes-cbc-plain64", "--key-size", "256"}, kdfPBKDF2...), 20 << 20},
+		{"luks1-cbc-plain", append([]string{"--type", "luks1", "--cipher", "aes-cbc-plain", "--key-size", "256"}, kdfLUKS1...), 8 << 20},
 	}
 	for _, s := range specs {
 		img := &image{name: s.name, path: filepath.Join(dir, s.name+".img"), keys: map[int]string{0: testPass}, format: s.args}

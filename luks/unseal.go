@@ -21,7 +21,6 @@ import (
 	"golang.org/x/crypto/pbkdf2"
 	//lint:ignore SA1019 LUKS1 allows ripemd160 as hash-spec
 	"golang.org/x/crypto/ripemd160"
-	"golang.org/x/crypto/twofish"
 	"golang.org/x/crypto/xts"
 )
 
@@ -291,8 +290,6 @@ func decryptSectors(spec string, key, buf []byte) error {
 	switch name {
 	case "aes":
 		newBlock = aes.NewCipher
-	case "twofish":
-		newBlock = func(k []byte) (cipher.Block, error) { return twofish.NewCipher(k) }
 	default:
 		return fmt.Errorf("cipher %q is not supported for in-process unsealing", name)
 	}

@@ -65,7 +65,9 @@ func TestUnsealAgreesWithCryptsetup(t *testing.T) {
 				}
 			}
 			// luks.go handles XTS area ciphers with sha256/sha512 and 4000 stripes.
-			if luksGoTried == 0 && img.data == "" && name != "luks1-cbc-essiv-sha1" && name != "luks2-cbc-essiv" && name != "luks2-sha1" {
+			luksGoCannot := map[string]bool{"luks1-cbc-essiv-sha1": true, "luks2-cbc-essiv": true, "luks2-sha1": true,
+				"luks1-ripemd160": true, "luks1-ecb": true, "luks2-cbc-plain64": true, "luks1-cbc-plain": true}
+			if luksGoTried == 0 && img.data == "" && !luksGoCannot[name] {
 				t.Errorf("luks.go could not try any keyslot of %s", name)
 			}
 		})

@@ -41,6 +41,14 @@ func TestScripts(t *testing.T) {
 		RequireExplicitExec: true,
 		Setup: func(e *testscript.Env) error {
 			e.Setenv(testenv.RequireEnv, os.Getenv(testenv.RequireEnv))
+			// Fixture trees of real /sys, /proc and /etc layouts.
+			systems, err := filepath.Abs("../../luks/testdata/systems")
+			if err != nil {
+				return err
+			}
+			e.Setenv("SYSTEMS", systems)
+			// cryptsetup lives in /usr/sbin.
+			e.Setenv("PATH", e.Getenv("PATH")+string(filepath.ListSeparator)+"/usr/sbin:/sbin")
 			return nil
 		},
 		Condition: missingCondition,

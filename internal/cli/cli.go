@@ -129,6 +129,8 @@ Exit codes: 0 ok, 1 failed, 2 usage, 3 warnings found, 4 failures found,
 		newKeygenCommand(g),
 		newEncryptCommand(g),
 		newDecryptCommand(g),
+		newVerifyDiskCommand(g),
+		newLUKSCommand(g),
 	)
 	return root
 }

@@ -55,6 +55,7 @@ func exitCode(err error) int {
 	var ue *usageError
 	var wk *filecrypt.WrongKeyError
 	var pe *filecrypt.PromptError
+	var ae *authError
 	switch {
 	case err == nil:
 		return ExitOK
@@ -64,7 +65,7 @@ func exitCode(err error) int {
 		return ExitInterrupted
 	case errors.As(err, &ue):
 		return ExitUsage
-	case errors.As(err, &wk), errors.As(err, &pe):
+	case errors.As(err, &wk), errors.As(err, &pe), errors.As(err, &ae):
 		return ExitAuth
 	case errors.Is(err, fs.ErrNotExist):
 		return ExitNotFound
