@@ -3,9 +3,13 @@ package luks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"testing"
+
+	luksgo "github.com/anatol/luks.go"
 )
 
 // cryptsetupOpens asks cryptsetup whether key opens slot of img.
@@ -71,6 +75,63 @@ func TestUnsealAgreesWithCryptsetup(t *testing.T) {
 				t.Errorf("luks.go could not try any keyslot of %s", name)
 			}
 		})
+	}
+}
+
+// TestTestKeyDamagedPrimary: luks.go reads only the primary LUKS2 header;
+// with it damaged, nhscrypt unseals from the secondary copy, as
+// cryptsetup does.
+func TestTestKeyDamagedPrimary(t *testing.T) {
+	img := testImages(t)["luks2-argon2id"]
+	path := flipPath(t, img.path, 4096+30) // the primary's JSON
+	h, err := ParseFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.LUKS2.MetadataFrom != "secondary" {
+		t.Fatalf("metadata from %s", h.LUKS2.MetadataFrom)
+	}
+	res, err := TestKey(context.Background(), path, h, []byte(testPass), -1)
+	if err != nil || res.Method != MethodNhscrypt || res.Keyslot != 0 {
+		t.Fatalf("damaged primary: %+v %v", res, err)
+	}
+	if !cryptsetupOpens(t, &image{path: path}, 0, testPass) {
+		t.Error("cryptsetup does not open it either")
+	}
+}
+
+// TestParseAgreesWithLuksGo: version, UUID, keyslots and tokens as
+// luks.go reads them.
+func TestParseAgreesWithLuksGo(t *testing.T) {
+	for name, img := range testImages(t) {
+		if img.data != "" {
+			continue
+		}
+		h, err := ParseFile(img.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev, err := luksgo.Open(img.path)
+		if err != nil {
+			t.Fatalf("%s: luks.go: %v", name, err)
+		}
+		slots := dev.Slots()
+		sort.Ints(slots)
+		if dev.Version() != h.Version || dev.UUID() != h.UUID() || fmt.Sprint(slots) != fmt.Sprint(h.ActiveSlots()) {
+			t.Errorf("%s: luks.go v%d %s %v; nhscrypt v%d %s %v", name, dev.Version(), dev.UUID(), slots, h.Version, h.UUID(), h.ActiveSlots())
+		}
+		if h.Version == 2 {
+			toks, err := dev.Tokens()
+			if err != nil || len(toks) != len(h.LUKS2.Metadata.Tokens) {
+				t.Errorf("%s: luks.go tokens %v %v, nhscrypt %d", name, toks, err, len(h.LUKS2.Metadata.Tokens))
+			}
+			for _, tk := range toks {
+				if h.LUKS2.Metadata.Tokens[strconv.Itoa(tk.ID)].Type != tk.Type {
+					t.Errorf("%s: token %d type %q differs", name, tk.ID, tk.Type)
+				}
+			}
+		}
+		dev.Close()
 	}
 }
 
