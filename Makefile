@@ -4,8 +4,8 @@ PREFIX    ?= /usr/local
 BIN       := bin/nhscrypt
 FUZZTIME  ?= 10s
 # Debian packages the tests drive for real (interop and fixtures).
-TEST_DEBS := age openssh-client cryptsetup-bin
-BENCH_DEBS := $(TEST_DEBS) bc
+TEST_DEBS := age openssh-client cryptsetup-bin nginx-light openssl sslscan postfix dovecot-imapd dovecot-pop3d postgresql slapd ldap-utils
+BENCH_DEBS := $(TEST_DEBS) bc testssl.sh
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: all build test test-deps bench-deps debs lint fuzz bench install demo clean
@@ -26,11 +26,19 @@ bench-deps:
 	@$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"
 
 # Install the Debian packages in DEBS that are missing (apt-get update first).
+# policy-rc.d keeps the installs from starting system daemons (postfix,
+# dovecot, slapd, PostgreSQL, nginx): the tests start their own instances
+# on 127.0.0.1 high ports and touch no system service.
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing test packages:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		added_policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added_policy=1; \
+		fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; rc=$$?; \
+		[ -z "$$added_policy" ] || rm -f /usr/sbin/policy-rc.d; \
+		exit $$rc; \
 	fi
 
 lint:

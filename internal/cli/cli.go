@@ -104,8 +104,8 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "nhscrypt",
 		Short: "Encryption and key-management toolkit for Linux servers holding NHS patient data",
-		Long: `nhscrypt encrypts files and trees with age, and (in later releases) checks
-LUKS disk encryption and TLS, makes encrypted offsite backups and escrows keys.
+		Long: `nhscrypt encrypts files and trees with age, checks LUKS disk encryption
+(verify-disk) and the TLS of local services and certificate files (check-tls).
 
 Exit codes: 0 ok, 1 failed, 2 usage, 3 warnings found, 4 failures found,
 10 auth/credentials/wrong key, 11 not found, 130 interrupted.`,
@@ -131,6 +131,7 @@ Exit codes: 0 ok, 1 failed, 2 usage, 3 warnings found, 4 failures found,
 		newDecryptCommand(g),
 		newVerifyDiskCommand(g),
 		newLUKSCommand(g),
+		newCheckTLSCommand(g),
 	)
 	return root
 }
