@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -106,7 +107,7 @@ func (r *Repository) saveConfig(ctx context.Context) error {
 func Open(ctx context.Context, b Backend) (*Repository, error) {
 	data, err := readAll(ctx, b, Handle{Type: ConfigFile, Name: "config"}, maxConfigSize)
 	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("%s: %w", b.Location(), errors.Join(ErrNoRepository, err))
+		return nil, fmt.Errorf("%s: %w (no config object)", b.Location(), ErrNoRepository)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the config of %s: %w", b.Location(), err)
@@ -187,6 +188,9 @@ func GenerateSigningKey(path string) (ed25519.PrivateKey, error) {
 		return nil, err
 	}
 	data := "# nhscrypt backup signing key: keep on this host only\n" + base64.StdEncoding.EncodeToString(priv.Seed()) + "\n"
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("writing signing key: %w", err)
+	}
 	if err := atomicfile.WriteFile(path, []byte(data), 0o600, false); err != nil {
 		return nil, fmt.Errorf("writing signing key: %w", err)
 	}

@@ -592,6 +592,9 @@ func (rs *runState) addFile(ow *objectWriter, j fileJob) (bool, error) {
 		rs.warn(e.Path, "replaced while being backed up; skipped")
 		return false, nil
 	}
+	if fi.Size() != j.entry.Size || st.Mtim != j.info.Mtim {
+		rs.warn(e.Path, "changed during the backup; stored as it was when read")
+	}
 	// The size read now is what goes into the tar header.
 	e.Size = fi.Size()
 	e.MTime = fi.ModTime().UTC()

@@ -131,6 +131,7 @@ Exit codes: 0 ok, 1 failed, 2 usage, 3 warnings found, 4 failures found,
 		newDecryptCommand(g),
 		newVerifyDiskCommand(g),
 		newLUKSCommand(g),
+		newBackupCommand(g),
 		newCheckTLSCommand(g),
 	)
 	return root

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 
+	"github.com/nhscrypt/nhscrypt/backup"
 	"github.com/nhscrypt/nhscrypt/filecrypt"
 )
 
@@ -56,6 +57,7 @@ func exitCode(err error) int {
 	var wk *filecrypt.WrongKeyError
 	var pe *filecrypt.PromptError
 	var ae *authError
+	var bwk *backup.WrongKeyError
 	switch {
 	case err == nil:
 		return ExitOK
@@ -65,9 +67,9 @@ func exitCode(err error) int {
 		return ExitInterrupted
 	case errors.As(err, &ue):
 		return ExitUsage
-	case errors.As(err, &wk), errors.As(err, &pe), errors.As(err, &ae):
+	case errors.As(err, &wk), errors.As(err, &pe), errors.As(err, &ae), errors.As(err, &bwk), errors.Is(err, backup.ErrUntrustedSignature):
 		return ExitAuth
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, backup.ErrNotFound), errors.Is(err, backup.ErrNoRepository):
 		return ExitNotFound
 	}
 	return ExitFailed
