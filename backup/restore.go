@@ -105,7 +105,9 @@ func (e *WrongKeyError) Error() string {
 	return "no identity matched; the repository is encrypted to: " + strings.Join(e.StanzaTypes, ", ")
 }
 
-func errWrongKey(nm *age.NoIdentityMatchError) error { return &WrongKeyError{StanzaTypes: nm.StanzaTypes} }
+func errWrongKey(nm *age.NoIdentityMatchError) error {
+	return &WrongKeyError{StanzaTypes: nm.StanzaTypes}
+}
 
 func included(path string, includes []string) bool {
 	if len(includes) == 0 {
@@ -452,4 +454,3 @@ func (r *Repository) restoreStream(ctx context.Context, e *Entry, p string, opts
 	f.SetModTime(e.MTime)
 	return f.Commit()
 }
-

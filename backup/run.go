@@ -794,4 +794,3 @@ func (rs *runState) storeEncrypted(ctx context.Context, t FileType, data []byte)
 	ref := ObjectRef{Name: hex.EncodeToString(sum[:]), Size: int64(ct.Len())}
 	return ref, rs.r.Backend.Save(ctx, Handle{Type: t, Name: ref.Name}, ref.Size, &ct)
 }
-

@@ -785,4 +785,3 @@ func (p *backupProgress) emit(v any) {
 		p.enc.Encode(v)
 	}
 }
-
