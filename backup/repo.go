@@ -371,7 +371,7 @@ var ErrAmbiguous = errors.New("ambiguous snapshot prefix")
 // newest trusted snapshot, optionally of one host).
 func (r *Repository) FindSnapshot(ctx context.Context, ref, host string, t Trust) (*Snapshot, error) {
 	if ref == "latest" {
-		snaps, _, err := r.Snapshots(ctx, t)
+		snaps, errs, err := r.Snapshots(ctx, t)
 		if err != nil {
 			return nil, err
 		}
@@ -379,6 +379,15 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref, host string, t Trust
 			if host == "" || snaps[i].Host == host {
 				return snaps[i], nil
 			}
+		}
+		untrusted := 0
+		for _, e := range errs {
+			if errors.Is(e, ErrUntrustedSignature) {
+				untrusted++
+			}
+		}
+		if untrusted > 0 {
+			return nil, fmt.Errorf("no trusted snapshot in %s (%d not trusted): %w", r.Backend.Location(), untrusted, ErrUntrustedSignature)
 		}
 		return nil, fmt.Errorf("no snapshot in %s: %w", r.Backend.Location(), ErrNotFound)
 	}
@@ -443,9 +452,18 @@ func ParseManifest(data []byte) (*Manifest, error) {
 			}
 		}
 		switch e.Type {
-		case TypeFile, TypeStream:
+		case TypeFile:
 			if e.Size < 0 || !validHash(e.Object) || len(e.SHA256) != 64 || e.Member == "" {
 				return nil, fmt.Errorf("entry %d (%q): file without a valid object, hash or member", i, e.Path)
+			}
+		case TypeStream:
+			if e.Size < 0 || len(e.SHA256) != 64 || (e.Size > 0 && len(e.Parts) == 0) {
+				return nil, fmt.Errorf("entry %d (%q): stream without a hash or parts", i, e.Path)
+			}
+			for _, p := range e.Parts {
+				if !validHash(p.Object) || p.Member == "" || p.Size < 0 {
+					return nil, fmt.Errorf("entry %d (%q): invalid stream part", i, e.Path)
+				}
 			}
 		case TypeDir, TypeSymlink, TypeHardlink, TypeFIFO:
 		default:

@@ -36,8 +36,17 @@ func TestMain(m *testing.M) {
 //	notemp DIR           no nhscrypt temporary file anywhere under DIR
 //	randfile FILE SIZE   write SIZE random bytes to FILE
 func TestScripts(t *testing.T) {
+	// A work root other users can traverse, so scripts can run nhscrypt
+	// as an unprivileged user (setpriv) on files they make readable.
+	root, err := os.MkdirTemp("", "nhscrypt-scripts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(root, 0o755)
+	t.Cleanup(func() { os.RemoveAll(root) })
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata",
+		WorkdirRoot:         root,
 		RequireExplicitExec: true,
 		Setup: func(e *testscript.Env) error {
 			e.Setenv(testenv.RequireEnv, os.Getenv(testenv.RequireEnv))
