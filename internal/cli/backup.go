@@ -537,7 +537,10 @@ concerned).`,
 			}
 			host, _ := os.Hostname()
 			rep := &report.Report{Tool: "nhscrypt", Command: "backup verify", Host: host, Started: time.Now().UTC()}
-			findings, checked, err := r.Verify(cmd.Context(), backup.VerifyOptions{ReadData: readData, Sample: sample / 100, Identities: is, Trust: t})
+			p := newBackupProgress(g, "verify")
+			p.enc = nil // the report is the JSON output
+			findings, checked, err := r.Verify(cmd.Context(), backup.VerifyOptions{ReadData: readData, Sample: sample / 100, Identities: is, Trust: t, Progress: p})
+			p.finish()
 			if err != nil {
 				return err
 			}
@@ -726,6 +729,12 @@ func (p *backupProgress) BackupEvent(e backup.Event) {
 		p.total = e
 	case backup.EventFile:
 		p.files++
+		p.bytes += e.Bytes
+	case backup.EventObject:
+		if p.verb != "verify" {
+			return
+		}
+		p.files++ // objects checked
 		p.bytes += e.Bytes
 	case backup.EventWarning:
 		if p.enc != nil {
