@@ -60,3 +60,12 @@ type Backend interface {
 
 // ErrNotFound is wrapped by backends for missing objects and repositories.
 var ErrNotFound = errors.New("not found")
+
+// ErrAuth is wrapped by backends for authentication and authorisation
+// failures (bad credentials, unknown host key, access denied): never
+// retried, exit 10.
+var ErrAuth = errors.New("authentication failed")
+
+// Transient is implemented by errors a backend knows to be temporary (a
+// server's 5xx, a throttling response).
+type Transient interface{ Transient() bool }
