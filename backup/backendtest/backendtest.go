@@ -347,4 +347,3 @@ func testShortReader(t *testing.T, b backup.Backend) {
 		t.Errorf("short Save left an object: %v", err)
 	}
 }
-
