@@ -4,7 +4,7 @@ PREFIX    ?= /usr/local
 BIN       := bin/nhscrypt
 FUZZTIME  ?= 10s
 # Debian packages the tests drive for real (interop and fixtures).
-TEST_DEBS := age openssh-client cryptsetup-bin nginx-light openssl sslscan postfix dovecot-imapd dovecot-pop3d postgresql slapd ldap-utils
+TEST_DEBS := age openssh-client cryptsetup-bin nginx-light openssl sslscan postfix dovecot-imapd dovecot-pop3d postgresql slapd ldap-utils mariadb-server vsftpd
 BENCH_DEBS := $(TEST_DEBS) bc testssl.sh
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 

@@ -45,6 +45,16 @@ type Options struct {
 	Workers int
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Progress, if set, is told as [Run] finishes each endpoint and file.
+	Progress Progress
+}
+
+// Progress is told of each subject [Run] has checked. Calls come one at
+// a time (never concurrently), from Run's workers: they must be quick.
+type Progress interface {
+	// TLSChecked reports that r is done, and that done of total subjects
+	// are.
+	TLSChecked(r *Result, done, total int)
 }
 
 func (o *Options) now() time.Time {
@@ -439,7 +449,11 @@ func parallel(fns []func()) {
 func Run(ctx context.Context, targets []Target, files []CertFile, opts Options) []Result {
 	results := make([]Result, len(targets)+len(files))
 	jobs := make(chan int)
-	var wg sync.WaitGroup
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		done int
+	)
 	for range min(opts.workers(), len(results)) {
 		wg.Add(1)
 		go func() {
@@ -449,6 +463,12 @@ func Run(ctx context.Context, targets []Target, files []CertFile, opts Options) 
 					results[i] = CheckEndpoint(ctx, targets[i], opts)
 				} else {
 					results[i] = CheckFile(ctx, files[i-len(targets)], opts)
+				}
+				if opts.Progress != nil {
+					mu.Lock()
+					done++
+					opts.Progress.TLSChecked(&results[i], done, len(results))
+					mu.Unlock()
 				}
 			}
 		}()

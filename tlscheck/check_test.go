@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -239,6 +240,55 @@ func TestCertFileKeys(t *testing.T) {
 		}
 		if got := ids(r); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: findings %v, want %v", filepath.Base(tc.path), got, tc.want)
+		}
+	}
+}
+
+// progressLog records what Run reports.
+type progressLog struct {
+	mu       sync.Mutex
+	subjects []string
+	done     []int
+	total    int
+	overlap  bool
+}
+
+func (p *progressLog) TLSChecked(r *tlscheck.Result, done, total int) {
+	if !p.mu.TryLock() {
+		p.overlap = true // called concurrently
+		p.mu.Lock()
+	}
+	defer p.mu.Unlock()
+	p.subjects = append(p.subjects, r.Subject)
+	p.done = append(p.done, done)
+	p.total = total
+	time.Sleep(time.Millisecond)
+}
+
+// Run reports each endpoint and file once as it finishes, one call at a
+// time, counting up to the total.
+func TestRunProgress(t *testing.T) {
+	pki, ngx := startNginx(t)
+	var targets []tlscheck.Target
+	for _, name := range []string{"valid", "expired", "weak", "sha1"} {
+		tg, _ := tlscheck.ParseTarget(ngx.Addr(name))
+		targets = append(targets, tg)
+	}
+	files := []tlscheck.CertFile{{Path: pki.Case("valid").CertFile}, {Path: pki.RootFile}}
+	var p progressLog
+	res := tlscheck.Run(context.Background(), targets, files, tlscheck.Options{Roots: rootPool(t, pki), Workers: 3, Progress: &p})
+	var want []string
+	for _, r := range res {
+		want = append(want, r.Subject)
+	}
+	slices.Sort(want)
+	got := slices.Sorted(slices.Values(p.subjects))
+	if !slices.Equal(got, want) || p.total != len(res) || p.overlap {
+		t.Errorf("progress: subjects %v (want %v), total %d, concurrent calls %v", got, want, p.total, p.overlap)
+	}
+	for i, d := range p.done {
+		if d != i+1 {
+			t.Errorf("call %d: done %d, want %d", i, d, i+1)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/textproto"
+	"os"
 	"strings"
 	"time"
 )
@@ -40,7 +41,7 @@ func withConn(parent context.Context, t Target, timeout time.Duration, fn func(n
 		if dl, ok := parent.Deadline(); ok && !time.Now().Before(dl) {
 			return context.DeadlineExceeded
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("%w after %v connecting", ErrTimeout, timeout)
 		}
 		return err
@@ -65,7 +66,9 @@ func withConn(parent context.Context, t Target, timeout time.Duration, fn func(n
 		// The connection's deadline (the parent's) fired just before the
 		// parent's own timer.
 		return context.DeadlineExceeded
-	case ctx.Err() != nil:
+	case ctx.Err() != nil, errors.Is(err, os.ErrDeadlineExceeded):
+		// The connection's deadline is ctx's: it may fire a moment
+		// before ctx's own timer does.
 		return fmt.Errorf("%w after %v", ErrTimeout, timeout)
 	}
 	return err

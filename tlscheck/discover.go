@@ -2,6 +2,7 @@ package tlscheck
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/hex"
@@ -194,6 +195,11 @@ var directPorts = map[int]bool{443: true, 465: true, 636: true, 853: true, 990: 
 type Skipped struct {
 	Listener Listener `json:"listener"`
 	Reason   string   `json:"reason"`
+	// Plaintext is true when the listener answered, and neither with TLS
+	// nor with a greeting that offers STARTTLS (HTTP, SSH…). When false,
+	// the probe failed (refused, timed out) and the listener may well be a
+	// TLS service that was not checked.
+	Plaintext bool `json:"plaintext,omitempty"`
 }
 
 // Discover finds the local TCP listeners (see [Listeners]) and returns
@@ -230,7 +236,7 @@ func Discover(ctx context.Context, procRoot string, opts Options) ([]Target, []S
 		uniq = append(uniq, l)
 	}
 	targets := make([]*Target, len(uniq))
-	skipped := make([]string, len(uniq))
+	skipped := make([]Skipped, len(uniq))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, opts.workers())
 	for i, l := range uniq {
@@ -239,8 +245,7 @@ func Discover(ctx context.Context, procRoot string, opts Options) ([]Target, []S
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			t, reason := classify(ctx, l, opts.timeout())
-			targets[i], skipped[i] = t, reason
+			targets[i], skipped[i] = classify(ctx, l, opts.timeout())
 		}()
 	}
 	wg.Wait()
@@ -250,10 +255,10 @@ func Discover(ctx context.Context, procRoot string, opts Options) ([]Target, []S
 		if targets[i] != nil {
 			out = append(out, *targets[i])
 		} else {
-			skips = append(skips, Skipped{uniq[i], skipped[i]})
+			skips = append(skips, skipped[i])
 		}
 	}
-	slices.SortFunc(out, func(a, b Target) int { return a.Port - b.Port })
+	slices.SortFunc(out, func(a, b Target) int { return cmp.Or(a.Port-b.Port, strings.Compare(a.Host, b.Host)) })
 	return out, skips, ctx.Err()
 }
 
@@ -270,37 +275,37 @@ func dialHost(a netip.Addr) string {
 	return a.String()
 }
 
-// classify decides what l speaks. It returns nil and a reason for a
-// listener that is not checked.
-func classify(ctx context.Context, l Listener, timeout time.Duration) (*Target, string) {
+// classify decides what l speaks. It returns nil and why for a listener
+// that is not checked.
+func classify(ctx context.Context, l Listener, timeout time.Duration) (*Target, Skipped) {
 	t := &Target{Host: dialHost(l.Addr.Addr()), Port: int(l.Addr.Port()), SkipHostname: true, Source: "discovered"}
 	if l.Process != "" {
 		t.Source = fmt.Sprintf("discovered: %s (pid %d)", l.Process, l.PID)
 	}
 	if directPorts[t.Port] {
-		return t, ""
+		return t, Skipped{}
 	}
 	if p, ok := processProtocols[l.Process]; ok {
 		t.StartTLS = p
-		return t, ""
+		return t, Skipped{}
 	}
 	if l.Process == "" || strings.Contains(l.Process, "dovecot") || strings.HasSuffix(l.Process, "-login") {
 		for _, s := range schemes {
 			if s.Port == t.Port && s.StartTLS != Direct {
 				t.StartTLS = s.StartTLS
-				return t, ""
+				return t, Skipped{}
 			}
 		}
 	}
 	p, err := sniff(ctx, *t, min(timeout, 2*time.Second))
 	if err != nil {
-		return nil, err.Error()
+		return nil, Skipped{Listener: l, Reason: err.Error()}
 	}
 	if p == "plaintext" {
-		return nil, "plaintext: no TLS and no STARTTLS greeting"
+		return nil, Skipped{Listener: l, Reason: "plaintext: no TLS and no STARTTLS greeting", Plaintext: true}
 	}
 	t.StartTLS = Protocol(p)
-	return t, ""
+	return t, Skipped{}
 }
 
 // sniff tells what an unknown port speaks: a greeting within a moment
@@ -325,17 +330,7 @@ func sniff(ctx context.Context, t Target, timeout time.Duration) (string, error)
 		return "", err
 	}
 	if greeting != "" {
-		switch g := strings.ToUpper(greeting); {
-		case strings.HasPrefix(g, "220") && strings.Contains(g, "FTP"):
-			return string(FTP), nil
-		case strings.HasPrefix(g, "220"):
-			return string(SMTP), nil
-		case strings.HasPrefix(g, "* OK"):
-			return string(IMAP), nil
-		case strings.HasPrefix(g, "+OK"):
-			return string(POP3), nil
-		}
-		return "plaintext", nil
+		return greetingProtocol(greeting), nil
 	}
 	msg, err := clientHello{version: TLS12, suites: allSuiteIDs()}.marshal()
 	if err != nil {
@@ -363,4 +358,38 @@ func sniff(ctx context.Context, t Target, timeout time.Duration) (string, error)
 		return string(Direct), nil
 	}
 	return "plaintext", nil
+}
+
+// greetingProtocol tells the protocol of a server that spoke first from
+// its greeting, or returns "plaintext".
+func greetingProtocol(greeting string) string {
+	g := strings.ToUpper(greeting)
+	switch {
+	// An SMTP banner says (E)SMTP by custom, whatever the host is called
+	// ("220 ftp.example.org ESMTP Postfix"); an FTP banner does not.
+	case strings.HasPrefix(g, "220") && strings.Contains(g, "SMTP"):
+		return string(SMTP)
+	case strings.HasPrefix(g, "220") && strings.Contains(g, "FTP"):
+		return string(FTP)
+	case strings.HasPrefix(g, "220"):
+		return string(SMTP)
+	case strings.HasPrefix(g, "* OK"), strings.HasPrefix(g, "* PREAUTH"):
+		return string(IMAP)
+	case strings.HasPrefix(g, "+OK"):
+		return string(POP3)
+	case isMySQLGreeting([]byte(greeting)):
+		return string(MySQL)
+	}
+	return "plaintext"
+}
+
+// isMySQLGreeting reports whether b starts like the first packet of a
+// MySQL or MariaDB server: a 3-byte little-endian length, sequence 0, and
+// protocol version 10 followed by a printable version string.
+func isMySQLGreeting(b []byte) bool {
+	if len(b) < 6 || b[3] != 0 || b[4] != 10 {
+		return false
+	}
+	n := int(b[0]) | int(b[1])<<8 | int(b[2])<<16
+	return n >= 2 && n < maxPreTLS/2 && b[5] >= '0' && b[5] <= '9'
 }

@@ -3,16 +3,19 @@ package tlscheck_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nhscrypt/nhscrypt/tlscheck"
+	"github.com/nhscrypt/nhscrypt/tlscheck/tlstest"
 )
 
 // copyTree copies testdata/src to a temporary folder (symbolic links
@@ -122,16 +125,29 @@ func TestListenersReal(t *testing.T) {
 	}
 }
 
-// Discovery on the real /proc finds the test nginx's TLS ports as TLS
-// endpoints, and leaves out its plaintext HTTP port and a silent one.
+// Discovery on the real /proc, seen through a view that shows only the
+// test nginx's ports and a silent listener (the test must not probe the
+// machine's other listeners), finds nginx's TLS ports as TLS endpoints,
+// and leaves out its plaintext HTTP port and the silent one.
 func TestDiscoverReal(t *testing.T) {
 	_, ngx := startNginx(t)
 	hang := hangingListener(t)
+	ports := []int{ngx.HTTPPort, int(netip.MustParseAddrPort(hang).Port())}
+	for _, s := range ngx.Servers {
+		ports = append(ports, s.Port)
+	}
+	view := t.TempDir()
+	if err := tlstest.ProcView(view, ports...); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	targets, skipped, err := tlscheck.Discover(ctx, "/proc", tlscheck.Options{Timeout: 2 * time.Second})
+	targets, skipped, err := tlscheck.Discover(ctx, view, tlscheck.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(targets) != len(ngx.Servers) || len(skipped) != 2 {
+		t.Errorf("%d targets and %d skipped, want %d and 2", len(targets), len(skipped), len(ngx.Servers))
 	}
 	has := func(addr string) *tlscheck.Target {
 		for i := range targets {
@@ -278,4 +294,99 @@ func FuzzScanConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+// greeter listens on 127.0.0.1 and sends greeting to every connection
+// (nothing when it is nil), then waits for the client to hang up.
+func greeter(t *testing.T, greeting []byte) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.Write(greeting)
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Listeners of a process discovery does not know (this test binary) are
+// told apart by what they send first: SMTP and FTP banners (also an SMTP
+// server whose host name holds "ftp"), IMAP, POP3, a MySQL handshake,
+// and plaintext that is none of those. A listener that sends nothing and
+// answers no ClientHello is skipped as not probed, not as plaintext.
+func TestDiscoverSniff(t *testing.T) {
+	if _, err := os.Stat("/proc/net/tcp"); err != nil {
+		t.Skip("no /proc/net/tcp")
+	}
+	mysql := []byte("\x4a\x00\x00\x00\x0a10.11.19-MariaDB\x00\x05\x00\x00\x00abcdefgh\x00\xfe\xf7")
+	cases := []struct {
+		greeting []byte
+		proto    tlscheck.Protocol // "-" for skipped
+		plain    bool
+	}{
+		{[]byte("220 mail.example.org ESMTP Postfix (Debian/GNU)\r\n"), tlscheck.SMTP, false},
+		{[]byte("220 ftp.example.org ESMTP Exim 4.96\r\n"), tlscheck.SMTP, false},
+		{[]byte("220 ProFTPD Server (Debian) [127.0.0.1]\r\n"), tlscheck.FTP, false},
+		{[]byte("220 (vsFTPd 3.0.3)\r\n"), tlscheck.FTP, false},
+		{[]byte("* OK [CAPABILITY IMAP4rev1 STARTTLS] Dovecot ready.\r\n"), tlscheck.IMAP, false},
+		{[]byte("* PREAUTH IMAP4rev1 server logged in\r\n"), tlscheck.IMAP, false},
+		{[]byte("+OK Dovecot ready.\r\n"), tlscheck.POP3, false},
+		{mysql, tlscheck.MySQL, false},
+		{[]byte("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"), "-", true},
+		{nil, "-", false},
+	}
+	var ports []int
+	for _, c := range cases {
+		ports = append(ports, greeter(t, c.greeting))
+	}
+	view := t.TempDir()
+	if err := tlstest.ProcView(view, ports...); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	targets, skipped, err := tlscheck.Discover(context.Background(), view, tlscheck.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Errorf("discovery took %v with a 1s timeout", el)
+	}
+	if len(targets)+len(skipped) != len(cases) {
+		t.Errorf("%d targets and %d skipped for %d listeners", len(targets), len(skipped), len(cases))
+	}
+	for i, c := range cases {
+		addr := "127.0.0.1:" + itoa(ports[i])
+		ti := slices.IndexFunc(targets, func(tg tlscheck.Target) bool { return tg.Addr() == addr })
+		si := slices.IndexFunc(skipped, func(s tlscheck.Skipped) bool { return s.Listener.Addr.String() == addr })
+		switch {
+		case c.proto == "-" && si < 0:
+			t.Errorf("%.30q: not skipped (target %v)", c.greeting, ti >= 0)
+		case c.proto == "-" && skipped[si].Plaintext != c.plain:
+			t.Errorf("%.30q: skipped with plaintext %v (%s), want %v", c.greeting, skipped[si].Plaintext, skipped[si].Reason, c.plain)
+		case c.proto == "-" && skipped[si].Listener.PID != os.Getpid():
+			t.Errorf("%.30q: skipped listener's pid %d, want %d", c.greeting, skipped[si].Listener.PID, os.Getpid())
+		case c.proto != "-" && ti < 0:
+			t.Errorf("%.30q: not discovered (skipped: %v)", c.greeting, si >= 0 && skipped[si].Reason != "")
+		case c.proto != "-" && targets[ti].StartTLS != c.proto:
+			t.Errorf("%.30q: discovered as %q, want %q", c.greeting, targets[ti].StartTLS, c.proto)
+		}
+	}
 }

@@ -45,6 +45,7 @@ func startNginx(t *testing.T) (*tlstest.PKI, *tlstest.Nginx) {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	stopServices()
 	if sharedNgx != nil {
 		sharedNgx.Stop()
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,7 +53,8 @@ matches.
 --discover adds every local TCP listener that speaks TLS or STARTTLS (from
 /proc/net/tcp, as root to see the owning processes) and every certificate
 file in /etc/ssl, /etc/pki, /etc/letsencrypt/live and the nginx, Apache,
-Postfix and Dovecot configurations. See docs/tls.md for the finding IDs.
+Postfix and Dovecot configurations. A listener that cannot be probed (refused,
+silent) is named in a warning on stderr. See docs/tls.md for the finding IDs.
 
 Exit codes: 0 nothing found, 3 warnings, 4 failures, 1 when a target could
 not be checked (the others are still checked and reported), 2 usage.`,
@@ -124,9 +127,16 @@ func runCheckTLS(ctx context.Context, g *globalOptions, opts checkTLSOptions, ar
 	}
 	started := time.Now()
 	if opts.Discover {
-		found, _, err := tlscheck.Discover(ctx, opts.ProcRoot, o)
+		found, skipped, err := tlscheck.Discover(ctx, opts.ProcRoot, o)
 		if err != nil {
 			return fmt.Errorf("discovering listeners: %w", err)
+		}
+		// Plaintext listeners (ssh, http…) are left out silently; one
+		// that could not be probed may be a TLS service left unchecked.
+		for _, s := range skipped {
+			if !s.Plaintext {
+				g.warnf("listener %s not checked: %s", listenerName(s.Listener), s.Reason)
+			}
 		}
 		targets = append(targets, found...)
 		cfs, err := tlscheck.DiscoverCertFiles(opts.FSRoot)
@@ -135,7 +145,15 @@ func runCheckTLS(ctx context.Context, g *globalOptions, opts checkTLSOptions, ar
 		}
 		files = append(files, cfs...)
 	}
+	var bar *checkBar
+	if !g.JSON && !g.Quiet && isTerminal(g.stderr) {
+		bar = &checkBar{w: g.stderr}
+		o.Progress = bar
+	}
 	results := tlscheck.Run(ctx, targets, files, o)
+	if bar != nil {
+		bar.clear()
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -163,3 +181,30 @@ func runCheckTLS(ctx context.Context, g *globalOptions, opts checkTLSOptions, ar
 	}
 	return nil
 }
+
+// listenerName names a discovered listener in messages: its address, and
+// its process when known.
+func listenerName(l tlscheck.Listener) string {
+	if l.Process != "" {
+		return fmt.Sprintf("%s (%s, pid %d)", l.Addr, l.Process, l.PID)
+	}
+	return l.Addr.String()
+}
+
+// checkBar draws "[=====     ] 12/50 checked" on a terminal while Run
+// works, at most ten times a second.
+type checkBar struct {
+	w    io.Writer
+	last time.Time
+}
+
+func (b *checkBar) TLSChecked(_ *tlscheck.Result, done, total int) {
+	if now := time.Now(); done == total || now.Sub(b.last) >= 100*time.Millisecond {
+		b.last = now
+		const width = 30
+		n := done * width / total
+		fmt.Fprintf(b.w, "\r\x1b[K[%s%s] %d/%d checked", strings.Repeat("=", n), strings.Repeat(" ", width-n), done, total)
+	}
+}
+
+func (b *checkBar) clear() { fmt.Fprint(b.w, "\r\x1b[K") }

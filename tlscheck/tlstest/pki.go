@@ -1,11 +1,16 @@
 // Package tlstest makes real TLS servers for tests and benchmarks of
 // tlscheck: certificates generated with the openssl command (a test root,
-// an intermediate, and one leaf per certificate case), and an nginx
-// started with its own prefix, configuration and logs on 127.0.0.1 high
-// ports, serving each case on its own port.
+// an intermediate, and one leaf per certificate case); an nginx started
+// with its own prefix, configuration and logs on 127.0.0.1 high ports,
+// serving each case on its own port; and Postfix, Dovecot, PostgreSQL,
+// slapd, MariaDB and vsftpd, each in its own folder on a 127.0.0.1 port,
+// with STARTTLS or (for a zero Cert) without TLS. ProcView gives
+// discovery a view of /proc limited to the ports a test started.
 //
 // Nothing here touches system services or files outside the directory
-// it is given.
+// it is given (except that the services' folders, and the folders above
+// them inside the temporary folder, are opened to their unprivileged
+// users with o+x).
 package tlstest
 
 import (

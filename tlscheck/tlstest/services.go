@@ -18,12 +18,17 @@ import (
 // StartPostfix and the others, in its own folder on a 127.0.0.1 port.
 type Service struct {
 	Name  string
-	Ports map[string]int // protocol → port: "smtp", "imap", "pop3", "postgres", "ldap"
+	Ports map[string]int // protocol → port: "smtp", "imap", "pop3", "postgres", "ldap", "mysql", "ftp"
 	Dir   string
 	cmd   *exec.Cmd
 	log   string
 	done  chan struct{}
 }
+
+// PID returns the process ID of the service's main process. It leads its
+// own session: every process the service forks has PID as its session
+// ID.
+func (s *Service) PID() int { return s.cmd.Process.Pid }
 
 // Stop ends the service and every process it started.
 func (s *Service) Stop() {
@@ -100,11 +105,29 @@ func start(s *Service, cmd *exec.Cmd) error {
 	return nil
 }
 
-// A Cert is the certificate and key a service serves.
+// reachable lets the unprivileged users the services switch to
+// (postfix, postgres, dovenull) reach dir: it adds o+x to dir and to each
+// folder above it inside the temporary folder (tests make theirs 0700).
+// Folders outside the temporary folder are left alone.
+func reachable(dir string) {
+	tmp := filepath.Clean(os.TempDir())
+	for d := filepath.Clean(dir); d != tmp && strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
+		if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o001 == 0 {
+			os.Chmod(d, st.Mode().Perm()|0o711)
+		}
+	}
+}
+
+// A Cert is the certificate and key a service serves. The zero Cert
+// starts the services that accept it (Postfix, Dovecot, vsftpd, MariaDB)
+// without TLS: they answer in plain text and do not offer STARTTLS.
 type Cert struct{ CertFile, KeyFile string }
 
+func (c Cert) none() bool { return c.CertFile == "" }
+
 // StartPostfix starts Postfix's master in dir (its own main.cf, master.cf
-// and queue) with smtpd on 127.0.0.1:port offering STARTTLS.
+// and queue) with smtpd on 127.0.0.1:port offering STARTTLS (none with
+// the zero Cert).
 func StartPostfix(dir string, port int, c Cert) (*Service, error) {
 	s := &Service{Name: "postfix", Dir: dir, Ports: map[string]int{"smtp": port}, log: filepath.Join(dir, "maillog")}
 	for _, d := range []string{"spool/pid", "data"} {
@@ -127,6 +150,8 @@ func StartPostfix(dir string, port int, c Cert) (*Service, error) {
 			os.Chown(filepath.Join(dir, d), uid, gid)
 		}
 	}
+	// master opens data/master.lock as the postfix user.
+	reachable(dir)
 	main := fmt.Sprintf(`compatibility_level = 3.6
 queue_directory = %[1]s/spool
 data_directory = %[1]s/data
@@ -138,10 +163,10 @@ myhostname = nhscrypt-test.invalid
 mydestination =
 alias_maps =
 alias_database =
-smtpd_tls_security_level = may
-smtpd_tls_cert_file = %[2]s
-smtpd_tls_key_file = %[3]s
-`, dir, c.CertFile, c.KeyFile)
+`, dir)
+	if !c.none() {
+		main += fmt.Sprintf("smtpd_tls_security_level = may\nsmtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n", c.CertFile, c.KeyFile)
+	}
 	master := fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd
 postlog unix-dgram n - n - 1 postlogd
 tlsmgr unix - - n 1000? 1 tlsmgr
@@ -160,7 +185,8 @@ proxymap unix - - n - - proxymap
 }
 
 // StartDovecot starts dovecot in the foreground with a standalone
-// configuration: IMAP and POP3 on 127.0.0.1 with STARTTLS.
+// configuration: IMAP and POP3 on 127.0.0.1 with STARTTLS (none, and
+// ssl = no, with the zero Cert).
 func StartDovecot(dir string, imapPort, pop3Port int, c Cert) (*Service, error) {
 	s := &Service{Name: "dovecot", Dir: dir, Ports: map[string]int{"imap": imapPort, "pop3": pop3Port}, log: filepath.Join(dir, "dovecot.log")}
 	for _, d := range []string{"run", "state"} {
@@ -168,15 +194,17 @@ func StartDovecot(dir string, imapPort, pop3Port int, c Cert) (*Service, error) 
 			return nil, err
 		}
 	}
+	reachable(dir) // the login processes run as dovenull
+	ssl := fmt.Sprintf("ssl = yes\nssl_cert = <%s\nssl_key = <%s\nssl_min_protocol = TLSv1.2", c.CertFile, c.KeyFile)
+	if c.none() {
+		ssl = "ssl = no"
+	}
 	conf := fmt.Sprintf(`base_dir = %[1]s/run
 state_dir = %[1]s/state
 log_path = %[1]s/dovecot.log
 protocols = imap pop3
 listen = 127.0.0.1
-ssl = yes
-ssl_cert = <%[2]s
-ssl_key = <%[3]s
-ssl_min_protocol = TLSv1.2
+%[2]s
 auth_mechanisms = plain
 passdb {
   driver = static
@@ -188,7 +216,7 @@ userdb {
 }
 service imap-login {
   inet_listener imap {
-    port = %[4]d
+    port = %[3]d
   }
   inet_listener imaps {
     port = 0
@@ -196,13 +224,13 @@ service imap-login {
 }
 service pop3-login {
   inet_listener pop3 {
-    port = %[5]d
+    port = %[4]d
   }
   inet_listener pop3s {
     port = 0
   }
 }
-`, dir, c.CertFile, c.KeyFile, imapPort, pop3Port)
+`, dir, ssl, imapPort, pop3Port)
 	f := filepath.Join(dir, "dovecot.conf")
 	if err := os.WriteFile(f, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -241,12 +269,7 @@ func StartPostgres(dir string, port int, c Cert) (*Service, error) {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	cred := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
-	// The folder and everything above it must be reachable by postgres.
-	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
-		if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o001 == 0 {
-			os.Chmod(d, st.Mode().Perm()|0o711)
-		}
-	}
+	reachable(dir)
 	os.Chown(dir, uid, gid)
 	for _, f := range [][2]string{{c.CertFile, "server.crt"}, {c.KeyFile, "server.key"}} {
 		b, err := os.ReadFile(f[0])
@@ -298,4 +321,68 @@ maxsize 10485760
 		return nil, err
 	}
 	return s, start(s, exec.Command("/usr/sbin/slapd", "-f", f, "-h", fmt.Sprintf("ldap://127.0.0.1:%d/", port), "-d", "0"))
+}
+
+// StartMariaDB makes a new MariaDB data folder in dir with
+// mariadb-install-db and starts mariadbd on 127.0.0.1:port, with its
+// socket and logs in dir, serving c (no TLS with the zero Cert). As root
+// it runs as root (--user=root), which the test folders need.
+func StartMariaDB(dir string, port int, c Cert) (*Service, error) {
+	s := &Service{Name: "mariadb", Dir: dir, Ports: map[string]int{"mysql": port}, log: filepath.Join(dir, "error.log")}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	data := filepath.Join(dir, "data")
+	install := []string{"--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal", "--skip-test-db"}
+	server := []string{"--no-defaults", "--datadir=" + data, "--port=" + strconv.Itoa(port), "--bind-address=127.0.0.1",
+		"--socket=" + filepath.Join(dir, "mysqld.sock"), "--pid-file=" + filepath.Join(dir, "mysqld.pid"),
+		"--log-error=" + s.log, "--skip-name-resolve", "--skip-log-bin", "--innodb-buffer-pool-size=16M"}
+	if os.Geteuid() == 0 {
+		install = append(install, "--user=root")
+		server = append(server, "--user=root")
+	}
+	if !c.none() {
+		server = append(server, "--ssl-cert="+c.CertFile, "--ssl-key="+c.KeyFile)
+	}
+	cmd := exec.Command("mariadb-install-db", install...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "LANG=C"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("mariadb-install-db: %v\n%s", err, out)
+	}
+	cmd = exec.Command("/usr/sbin/mariadbd", server...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "LANG=C"}
+	return s, start(s, cmd)
+}
+
+// StartVsftpd starts vsftpd in the foreground with its own configuration
+// file in dir: FTP on 127.0.0.1:port offering AUTH TLS (none with the
+// zero Cert). Its other settings are Debian's defaults, so its
+// ssl_ciphers is DES-CBC3-SHA.
+func StartVsftpd(dir string, port int, c Cert) (*Service, error) {
+	s := &Service{Name: "vsftpd", Dir: dir, Ports: map[string]int{"ftp": port}, log: filepath.Join(dir, "vsftpd.log")}
+	// The folder vsftpd chroots its unprivileged process into.
+	if err := os.MkdirAll(filepath.Join(dir, "empty"), 0o755); err != nil {
+		return nil, err
+	}
+	conf := fmt.Sprintf(`listen=YES
+listen_ipv6=NO
+listen_address=127.0.0.1
+listen_port=%[2]d
+background=NO
+secure_chroot_dir=%[1]s/empty
+anonymous_enable=NO
+local_enable=YES
+xferlog_enable=NO
+vsftpd_log_file=%[1]s/vsftpd.log
+`, dir, port)
+	if c.none() {
+		conf += "ssl_enable=NO\n"
+	} else {
+		conf += fmt.Sprintf("ssl_enable=YES\nrsa_cert_file=%s\nrsa_private_key_file=%s\n", c.CertFile, c.KeyFile)
+	}
+	f := filepath.Join(dir, "vsftpd.conf")
+	if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	return s, start(s, exec.Command("/usr/sbin/vsftpd", f))
 }
