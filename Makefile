@@ -4,11 +4,14 @@ PREFIX    ?= /usr/local
 BIN       := bin/nhscrypt
 FUZZTIME  ?= 10s
 # Debian packages the tests drive for real (interop and fixtures).
-TEST_DEBS := age openssh-client cryptsetup-bin nginx-light openssl sslscan postfix dovecot-imapd dovecot-pop3d postgresql slapd ldap-utils mariadb-server vsftpd
-BENCH_DEBS := $(TEST_DEBS) bc testssl.sh
+TEST_DEBS := age openssh-client cryptsetup-bin nginx-light openssl sslscan postfix dovecot-imapd dovecot-pop3d postgresql slapd ldap-utils mariadb-server vsftpd openssh-server
+BENCH_DEBS := $(TEST_DEBS) bc testssl.sh restic zstd time
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Go-built servers the tests run for real: versitygw is the S3-compatible one.
+VERSITYGW_VERSION := v1.8.0
+VERSITYGW := github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
 
-.PHONY: all build test test-deps bench-deps debs lint fuzz bench install demo clean
+.PHONY: all build test test-deps test-tools bench-deps debs lint fuzz bench install demo clean
 
 all: build
 
@@ -16,11 +19,19 @@ build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/nhscrypt
 
 # Install the Debian packages the tests need, then run every test.
-test: test-deps
+test: test-deps test-tools
 	$(GO) test -count=1 -timeout 20m ./...
 
 test-deps:
 	@$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
+
+# Build the Go test servers into $(go env GOBIN) or $(go env GOPATH)/bin,
+# unless that release is already there (about 2.5 minutes cold).
+test-tools:
+	@bin=$$($(GO) env GOBIN); [ -n "$$bin" ] || bin=$$($(GO) env GOPATH | cut -d: -f1)/bin; \
+	if ! $(GO) version -m "$$bin/versitygw" 2>/dev/null | grep -q 'versity/versitygw[[:space:]]*$(VERSITYGW_VERSION)[[:space:]]'; then \
+		echo "installing $(VERSITYGW)"; $(GO) install $(VERSITYGW); \
+	fi
 
 bench-deps:
 	@$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"
@@ -62,6 +73,7 @@ bench: build bench-deps
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 	bash bench/filecrypt.sh
 	bash bench/verify-disk.sh
+	bash bench/backup.sh
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin

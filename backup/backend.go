@@ -69,3 +69,15 @@ var ErrAuth = errors.New("authentication failed")
 // Transient is implemented by errors a backend knows to be temporary (a
 // server's 5xx, a throttling response).
 type Transient interface{ Transient() bool }
+
+// ErrObjectLocked is wrapped by backends when an object cannot be deleted
+// because of an object lock (retention) that has not ended: prune and
+// forget report it and carry on.
+var ErrObjectLocked = errors.New("object is under an object lock and cannot be deleted yet")
+
+// RetentionExtender is implemented by backends with object lock: a new
+// snapshot extends the lock of every object it reuses, so a recent
+// snapshot never points at objects whose lock has run out.
+type RetentionExtender interface {
+	ExtendRetention(ctx context.Context, h Handle) error
+}

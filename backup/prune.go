@@ -12,31 +12,38 @@ import (
 // the snapshot objects it does not keep (their data goes with Prune).
 // Snapshots that are not trusted are left alone. With dryRun nothing is
 // removed.
-func (r *Repository) Forget(ctx context.Context, p RetentionPolicy, t Trust, dryRun bool) ([]RetentionDecision, error) {
+// Snapshots that cannot be removed yet (an object lock) are returned in
+// notRemoved; the rest are still removed.
+func (r *Repository) Forget(ctx context.Context, p RetentionPolicy, t Trust, dryRun bool) (decisions []RetentionDecision, notRemoved []Warning, err error) {
 	snaps, _, err := r.Snapshots(ctx, t)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var rs []RetentionSnapshot
 	for _, s := range snaps {
 		rs = append(rs, RetentionSnapshot{ID: s.ID, Time: s.Time, Host: s.Host, Paths: s.Paths, Tags: s.Tags})
 	}
-	decisions, err := ApplyRetention(rs, p)
+	decisions, err = ApplyRetention(rs, p)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if dryRun {
-		return decisions, nil
+		return decisions, nil, nil
 	}
 	for _, d := range decisions {
 		if d.Keep {
 			continue
 		}
-		if err := r.Backend.Remove(ctx, Handle{Type: SnapshotFile, Name: d.Snapshot.ID}); err != nil && !errors.Is(err, ErrNotFound) {
-			return decisions, fmt.Errorf("removing snapshot %s: %w", short(d.Snapshot.ID), err)
+		err := r.Backend.Remove(ctx, Handle{Type: SnapshotFile, Name: d.Snapshot.ID})
+		switch {
+		case err == nil, errors.Is(err, ErrNotFound):
+		case errors.Is(err, ErrObjectLocked):
+			notRemoved = append(notRemoved, Warning{Path: "snapshots/" + d.Snapshot.ID, Message: err.Error()})
+		default:
+			return decisions, notRemoved, fmt.Errorf("removing snapshot %s: %w", short(d.Snapshot.ID), err)
 		}
 	}
-	return decisions, nil
+	return decisions, notRemoved, nil
 }
 
 // PruneResult says what Prune removed.

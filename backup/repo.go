@@ -448,7 +448,7 @@ func ParseManifest(data []byte) (*Manifest, error) {
 		}
 		for _, part := range strings.Split(e.Path, "/") {
 			if part == ".." {
-				return nil, fmt.Errorf("entry %d: path with ..", i)
+				return nil, fmt.Errorf("entry %d: path with a .. element", i)
 			}
 		}
 		switch e.Type {

@@ -126,17 +126,17 @@ func TestForgetAndPrune(t *testing.T) {
 		}
 		ids = append(ids, res.Snapshot.ID)
 	}
-	if _, err := f.repo.Forget(ctx, backup.RetentionPolicy{}, backup.Trust{}, false); !errors.Is(err, backup.ErrEmptyPolicy) {
+	if _, _, err := f.repo.Forget(ctx, backup.RetentionPolicy{}, backup.Trust{}, false); !errors.Is(err, backup.ErrEmptyPolicy) {
 		t.Errorf("empty policy: %v", err)
 	}
-	dec, err := f.repo.Forget(ctx, backup.RetentionPolicy{Last: 1}, backup.Trust{}, true)
+	dec, _, err := f.repo.Forget(ctx, backup.RetentionPolicy{Last: 1}, backup.Trust{}, true)
 	if err != nil || len(dec) != 3 {
 		t.Fatal(dec, err)
 	}
 	if left, _ := f.repo.SnapshotIDs(ctx); len(left) != 3 {
 		t.Fatal("dry run removed snapshots")
 	}
-	if _, err := f.repo.Forget(ctx, backup.RetentionPolicy{Last: 1}, backup.Trust{}, false); err != nil {
+	if _, _, err := f.repo.Forget(ctx, backup.RetentionPolicy{Last: 1}, backup.Trust{}, false); err != nil {
 		t.Fatal(err)
 	}
 	left, _ := f.repo.SnapshotIDs(ctx)

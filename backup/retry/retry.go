@@ -153,3 +153,12 @@ func (b *Backend) Remove(ctx context.Context, h backup.Handle) error {
 
 // Close closes the inner backend.
 func (b *Backend) Close() error { return b.inner.Close() }
+
+// ExtendRetention delegates to the inner backend when it has object lock.
+func (b *Backend) ExtendRetention(ctx context.Context, h backup.Handle) error {
+	ext, ok := b.inner.(backup.RetentionExtender)
+	if !ok {
+		return nil
+	}
+	return b.do(ctx, "extend retention of "+h.Name, func() error { return ext.ExtendRetention(ctx, h) })
+}

@@ -590,9 +590,12 @@ func newBackupForgetCommand(g *globalOptions, o *backupOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			decisions, err := r.Forget(cmd.Context(), p, t, dryRun)
+			decisions, locked, err := r.Forget(cmd.Context(), p, t, dryRun)
 			if err != nil {
 				return err
+			}
+			for _, l := range locked {
+				g.warnf("%s not removed yet: %s", l.Path, l.Message)
 			}
 			verb := "removed"
 			if dryRun {
@@ -632,7 +635,12 @@ func newBackupForgetCommand(g *globalOptions, o *backupOptions) *cobra.Command {
 				fmt.Fprintf(g.stdout, "%s %d of %d snapshots\n", verb, removed, len(decisions))
 			}
 			if prune {
-				return runPrune(cmd.Context(), g, r, grace, dryRun)
+				if err := runPrune(cmd.Context(), g, r, grace, dryRun); err != nil {
+					return err
+				}
+			}
+			if len(locked) > 0 {
+				return &exitError{ExitWarnings}
 			}
 			return nil
 		},
