@@ -25,10 +25,11 @@ type backupEnv struct {
 	state string
 	key   string // admin identity file
 	env   []string
+	flags []string // on every command (backend options)
 }
 
 func (b *backupEnv) cmd(args ...string) *exec.Cmd {
-	c := exec.Command(b.bin, append([]string{"backup", "--repo", b.repo, "--state-dir", b.state}, args...)...)
+	c := exec.Command(b.bin, append(append([]string{"backup", "--repo", b.repo, "--state-dir", b.state}, b.flags...), args...)...)
 	c.Env = append(os.Environ(), b.env...)
 	return c
 }
@@ -59,9 +60,13 @@ func (b *backupEnv) must(args ...string) string {
 }
 
 func newBackupEnv(t *testing.T, repo string, env ...string) *backupEnv {
+	return newBackupEnvFlags(t, repo, nil, env...)
+}
+
+func newBackupEnvFlags(t *testing.T, repo string, flags []string, env ...string) *backupEnv {
 	t.Helper()
 	dir := t.TempDir()
-	b := &backupEnv{t: t, bin: nhscryptBin(t), repo: repo, state: filepath.Join(dir, "state"), key: filepath.Join(dir, "admin.key"), env: env}
+	b := &backupEnv{t: t, bin: nhscryptBin(t), repo: repo, state: filepath.Join(dir, "state"), key: filepath.Join(dir, "admin.key"), env: env, flags: flags}
 	if out, err := exec.Command(b.bin, "keygen", "-o", b.key).CombinedOutput(); err != nil {
 		t.Fatalf("keygen: %v %s", err, out)
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nhscrypt/nhscrypt/backup"
-	"github.com/nhscrypt/nhscrypt/backup/local"
 	"github.com/nhscrypt/nhscrypt/filecrypt"
 	"github.com/nhscrypt/nhscrypt/internal/atomicfile"
 	"github.com/nhscrypt/nhscrypt/report"
@@ -34,15 +33,17 @@ type backupOptions struct {
 	SigningKey     string
 	TrustedSigners []string
 	AllowUnsigned  bool
+	backend        backendOptions
 }
 
 func (o *backupOptions) addFlags(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
-	f.StringVar(&o.Repo, "repo", os.Getenv("NHSCRYPT_REPO"), "the repository: a folder or file:// URL (default $NHSCRYPT_REPO)")
+	f.StringVar(&o.Repo, "repo", os.Getenv("NHSCRYPT_REPO"), "the repository: a folder, file://, sftp://user@host/path, s3://host/bucket/prefix (default $NHSCRYPT_REPO)")
 	f.StringVar(&o.StateDir, "state-dir", defaultBackupStateDir, "this host's backup state: signing key, caches, locks")
 	f.StringVar(&o.SigningKey, "signing-key", "", "this host's Ed25519 signing key (default STATE-DIR/signing.key)")
 	f.StringArrayVar(&o.TrustedSigners, "trusted-signer", nil, "trust only snapshots signed by this base64 public key or key `FILE` (repeatable; default: the repository's signers)")
 	f.BoolVar(&o.AllowUnsigned, "insecure-allow-unsigned", false, "accept unsigned or untrusted snapshots (recovery only)")
+	o.backend.addFlags(cmd)
 }
 
 func (o *backupOptions) signingKeyPath() string {
@@ -52,19 +53,8 @@ func (o *backupOptions) signingKeyPath() string {
 	return filepath.Join(o.StateDir, "signing.key")
 }
 
-// openBackend chooses the backend from the repository location.
-func openBackend(loc string) (backup.Backend, error) {
-	switch {
-	case loc == "":
-		return nil, usagef("no repository: give --repo or set NHSCRYPT_REPO")
-	case strings.HasPrefix(loc, "file://"), !strings.Contains(loc, "://"):
-		return local.Open(strings.TrimPrefix(loc, "file://")), nil
-	}
-	return nil, usagef("unsupported repository location %q (use a folder or file:// URL)", loc)
-}
-
 func (o *backupOptions) open(ctx context.Context) (*backup.Repository, error) {
-	b, err := openBackend(o.Repo)
+	b, _, err := openBackend(ctx, o.Repo, &o.backend)
 	if err != nil {
 		return nil, err
 	}
@@ -124,14 +114,12 @@ func newBackupInitCommand(g *globalOptions, o *backupOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, err := openBackend(o.Repo)
+			b, c, err := openBackend(cmd.Context(), o.Repo, &o.backend)
 			if err != nil {
 				return err
 			}
-			if lb, ok := b.(*local.Backend); ok {
-				if err := lb.Create(); err != nil {
-					return err
-				}
+			if err := c.Create(cmd.Context()); err != nil {
+				return err
 			}
 			host, _ := os.Hostname()
 			r, err := backup.Init(cmd.Context(), b, rs, objectSize, host, key.Public().(ed25519.PublicKey))

@@ -67,7 +67,7 @@ func exitCode(err error) int {
 		return ExitInterrupted
 	case errors.As(err, &ue):
 		return ExitUsage
-	case errors.As(err, &wk), errors.As(err, &pe), errors.As(err, &ae), errors.As(err, &bwk), errors.Is(err, backup.ErrUntrustedSignature):
+	case errors.As(err, &wk), errors.As(err, &pe), errors.As(err, &ae), errors.As(err, &bwk), errors.Is(err, backup.ErrUntrustedSignature), errors.Is(err, backup.ErrAuth):
 		return ExitAuth
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, backup.ErrNotFound), errors.Is(err, backup.ErrNoRepository):
 		return ExitNotFound

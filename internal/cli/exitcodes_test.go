@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"testing"
 
+	"github.com/nhscrypt/nhscrypt/backup"
 	"github.com/nhscrypt/nhscrypt/filecrypt"
 	"github.com/nhscrypt/nhscrypt/report"
 )
@@ -28,6 +29,8 @@ func TestExitCode(t *testing.T) {
 		{fmt.Errorf("x: %w", &filecrypt.WrongKeyError{}), 10},
 		{errors.Join(&filecrypt.FileError{Path: "a", Err: &filecrypt.WrongKeyError{}}), 10},
 		{notFound, 11},
+		{fmt.Errorf("s3: %w", backup.ErrAuth), 10},
+		{fmt.Errorf("s3: %w", backup.ErrNotFound), 11},
 		{fmt.Errorf("wrapped: %w", fs.ErrNotExist), 11},
 		{context.Canceled, 130},
 		{&filecrypt.CorruptError{Path: "f", Err: errors.New("bad")}, 1},
