@@ -456,6 +456,14 @@ feed:
 	return ctx.Err()
 }
 
+// storeErr names the backend in a storage error, unless the backend did.
+func (rs *runState) storeErr(err error) error {
+	if loc := rs.r.Backend.Location(); !strings.Contains(err.Error(), loc) {
+		return fmt.Errorf("storing an object in %s: %w", loc, err)
+	}
+	return err
+}
+
 // countWriter counts bytes on their way into the tar stream's compressor,
 // giving each member's offset in the uncompressed tar.
 type countWriter struct {
@@ -563,7 +571,7 @@ func (rs *runState) storeObject(ctx context.Context, batch []fileJob) error {
 	}
 	ref, err := ow.sp.store(ctx, rs.r.Backend, DataFile)
 	if err != nil {
-		return fmt.Errorf("storing an object in %s: %w", rs.r.Backend.Location(), err)
+		return rs.storeErr(err)
 	}
 	var cf []cachedFile
 	var bytes int64
@@ -686,7 +694,7 @@ func (rs *runState) storeStream(ctx context.Context, e *Entry) error {
 		}
 		ref, err := ow.sp.store(ctx, rs.r.Backend, DataFile)
 		if err != nil {
-			return fmt.Errorf("storing an object in %s: %w", rs.r.Backend.Location(), err)
+			return rs.storeErr(err)
 		}
 		for _, i := range pending {
 			e.Parts[i].Object = ref.Name

@@ -116,7 +116,8 @@ func openBackend(ctx context.Context, loc string, o *backendOptions) (backup.Bac
 }
 
 func withSSHHint(err error) error {
-	if errors.Is(err, backup.ErrAuth) && (strings.Contains(err.Error(), "host key") || strings.Contains(err.Error(), "known_hosts")) {
+	var hke *sftp.HostKeyError
+	if errors.As(err, &hke) && !hke.Changed {
 		return withHint(err, "check the host key fingerprint with the server's admin, then run once with --ssh-accept-new")
 	}
 	return err
