@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -94,4 +96,30 @@ func TestServerStopsMidRun(t *testing.T) {
 	}
 	b.must("run", src)
 	b.must("verify", "--read-data", "-i", b.key)
+}
+
+// TestObjectLockCLI: with --retain-days every object is locked; forget and
+// prune report what they cannot delete yet (exit 3) and the S3 server keeps
+// it.
+func TestObjectLockCLI(t *testing.T) {
+	srv := s3test.Start(t)
+	bucket := srv.NewBucket(s3test.BucketOptions{ObjectLock: true})
+	b := newBackupEnv(t, srv.URL(bucket, "host-a").String(), s3Env(srv)...)
+	src := makeSource(t, 10, 1000)
+	lock := []string{"--retain-days", "1", "--retain-mode", "governance"}
+	b.must(append(lock, "run", src)...)
+	os.WriteFile(filepath.Join(src, "d00/f0000"), []byte("changed"), 0o640)
+	b.must(append(lock, "run", src)...)
+	out, errs, code := b.run("forget", "--keep-last", "1", "--prune", "--grace", "0s")
+	if code != 3 || !strings.Contains(errs, "not removed yet") {
+		t.Fatalf("forget under object lock: exit %d\n%s%s", code, out, errs)
+	}
+	if out, _, _ := b.run("snapshots"); !strings.Contains(out, "2 snapshots") {
+		t.Errorf("a locked snapshot was deleted:\n%s", out)
+	}
+	b.must("verify", "--read-data", "-i", b.key)
+	// A bad mode is a usage error.
+	if _, errs, code := b.run("--retain-days", "1", "--retain-mode", "forever", "snapshots"); code != 2 {
+		t.Errorf("bad retain mode: exit %d: %s", code, errs)
+	}
 }
