@@ -34,9 +34,11 @@ type Backend struct {
 	sem  chan struct{} // bounds concurrent uploads
 	dial chan struct{} // one dial at a time
 
-	mu     sync.Mutex
-	cur    *conn
-	closed bool
+	mu      sync.Mutex
+	cur     *conn
+	closed  bool
+	dials   int   // dials so far
+	dialErr error // how the last one failed
 }
 
 var _ backup.Backend = (*Backend)(nil)
@@ -70,7 +72,7 @@ func (b *Backend) Close() error {
 func (b *Backend) Create(ctx context.Context) error {
 	c, err := b.client(ctx)
 	if err != nil {
-		return err
+		return b.wrap("creating", "the repository", err)
 	}
 	cfg := b.path(backup.Handle{Type: backup.ConfigFile})
 	if _, err := b.stat(ctx, c, cfg); err == nil {
@@ -164,7 +166,7 @@ func (b *Backend) Save(ctx context.Context, h backup.Handle, size int64, r io.Re
 	defer func() { <-b.sem }()
 	c, err := b.client(ctx)
 	if err != nil {
-		return err
+		return b.wrap("save", objName(h), err)
 	}
 	s := c.session() // for the whole upload
 	what := objName(h)
@@ -237,8 +239,11 @@ func (b *Backend) Save(ctx context.Context, h backup.Handle, size int64, r io.Re
 		}
 		return b.fail(c, "save", what, err)
 	}
-	if size >= 0 && n != size {
-		return fmt.Errorf("%s: save %s: got %d bytes, expected %d", b.loc, what, min(n, size+1), size)
+	if size >= 0 && n < size {
+		return fmt.Errorf("%s: save %s: the data ended after %d bytes, expected %d", b.loc, what, n, size)
+	}
+	if size >= 0 && n > size {
+		return fmt.Errorf("%s: save %s: the data is longer than the %d bytes expected", b.loc, what, size)
 	}
 	<-chmodded
 	if c.fsync.Load() {
@@ -320,7 +325,7 @@ func (b *Backend) Open(ctx context.Context, h backup.Handle, offset, length int6
 	}
 	c, err := b.client(ctx)
 	if err != nil {
-		return nil, err
+		return nil, b.wrap("open", objName(h), err)
 	}
 	what := objName(h)
 	f, err := await(ctx, func() (*sftp.File, error) { return c.session().Open(b.path(h)) }, func(f *sftp.File) { f.Close() })
@@ -377,7 +382,7 @@ func (b *Backend) Stat(ctx context.Context, h backup.Handle) (backup.FileInfo, e
 	}
 	c, err := b.client(ctx)
 	if err != nil {
-		return backup.FileInfo{}, err
+		return backup.FileInfo{}, b.wrap("stat", objName(h), err)
 	}
 	st, err := b.stat(ctx, c, b.path(h))
 	if err != nil {
@@ -393,7 +398,7 @@ func (b *Backend) Remove(ctx context.Context, h backup.Handle) error {
 	}
 	c, err := b.client(ctx)
 	if err != nil {
-		return err
+		return b.wrap("remove", objName(h), err)
 	}
 	if _, err := await(ctx, func() (struct{}, error) { return struct{}{}, c.session().Remove(b.path(h)) }, nil); err != nil {
 		return b.fail(c, "remove", objName(h), err)
@@ -414,7 +419,7 @@ func (b *Backend) List(ctx context.Context, t backup.FileType, fn func(backup.Fi
 	}
 	c, err := b.client(ctx)
 	if err != nil {
-		return err
+		return b.wrap("list", string(t), err)
 	}
 	root := b.typeDir(t)
 	ents, err := c.session().ReadDirContext(ctx, root)
@@ -445,6 +450,8 @@ func (b *Backend) List(ctx context.Context, t backup.FileType, fn func(backup.Fi
 	if len(dirs) == 0 {
 		return nil
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel (defers run last first)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -454,7 +461,6 @@ func (b *Backend) List(ctx context.Context, t backup.FileType, fn func(backup.Fi
 	}
 	results := make(chan result)
 	next := make(chan string)
-	var wg sync.WaitGroup
 	for range min(listWorkers, len(dirs)) {
 		wg.Add(1)
 		go func() {
@@ -479,7 +485,6 @@ func (b *Backend) List(ctx context.Context, t backup.FileType, fn func(backup.Fi
 			}
 		}
 	}()
-	defer wg.Wait()
 	for range dirs {
 		var r result
 		select {
@@ -491,11 +496,9 @@ func (b *Backend) List(ctx context.Context, t backup.FileType, fn func(backup.Fi
 			if errors.Is(r.err, errNotExist) {
 				continue // removed meanwhile
 			}
-			cancel()
 			return b.fail(c, "list", string(t)+"/"+r.dir, r.err)
 		}
 		if err := emit(r.ents, false); err != nil {
-			cancel()
 			return err
 		}
 	}
@@ -566,7 +569,19 @@ func (b *Backend) fail(c *conn, op, what string, err error) error {
 		c.close()
 		err = &connError{addr: b.addr, err: err}
 	}
-	return fmt.Errorf("%s: %s %s: %w", b.loc, op, what, err)
+	return b.wrap(op, what, err)
+}
+
+// wrap names the backend, the operation and the object in err (but not in
+// a cancellation).
+func (b *Backend) wrap(op, what string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if what != "" {
+		op += " " + what
+	}
+	return fmt.Errorf("%s: %s: %w", b.loc, op, err)
 }
 
 // connLost reports whether err means the connection is gone.

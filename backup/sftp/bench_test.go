@@ -130,3 +130,33 @@ func delayed(dst, src net.Conn, d time.Duration) {
 	dst.Close()
 	src.Close()
 }
+
+// BenchmarkOpen reads a 64 MiB object back.
+func BenchmarkOpen(b *testing.B) {
+	b.Setenv("SSH_AUTH_SOCK", "")
+	srv := sftptest.Start(b)
+	dir := filepath.Join(b.TempDir(), "repo")
+	be, err := sftp.Open(context.Background(), srv.URL(dir), srv.Options())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer be.Close()
+	be.Create(context.Background())
+	data := randomData(64 << 20)
+	h := backup.Handle{Type: backup.DataFile, Name: hashName(data)}
+	if err := be.Save(context.Background(), h, int64(len(data)), bytes.NewReader(data)); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for range b.N {
+		rc, err := be.Open(context.Background(), h, 0, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n, err := io.Copy(io.Discard, rc); err != nil || n != int64(len(data)) {
+			b.Fatal(n, err)
+		}
+		rc.Close()
+	}
+}

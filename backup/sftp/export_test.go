@@ -1,8 +1,5 @@
 package sftp
 
-// SetMaxPacket is for measurements.
-func SetMaxPacket(n int) { maxPacket = n }
-
 // SetSessions is for measurements.
 func SetSessions(n int) { sessions = n }
 

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -141,6 +143,56 @@ func TestBackupRoundTrip(t *testing.T) {
 		t.Errorf("second run stored %d new objects", res2.Snapshot.Totals.NewObjects)
 	}
 	findings, _, err := repo.Verify(ctx, backup.VerifyOptions{ReadData: true, Identities: ids})
+	if err != nil || len(findings) != 0 {
+		t.Errorf("verify: %v %v", findings, err)
+	}
+}
+
+// killOnObject kills the server when the first object is stored.
+type killOnObject struct {
+	once sync.Once
+	srv  *sftptest.Server
+}
+
+func (k *killOnObject) BackupEvent(e backup.Event) {
+	if e.Kind == backup.EventObject {
+		k.once.Do(k.srv.Stop)
+	}
+}
+
+// TestRunServerDies: sshd dies during a backup run (through the retry
+// decorator, which gives up): the run fails naming the backend and
+// records no snapshot; once sshd is back the next run completes, reusing
+// the objects already uploaded.
+func TestRunServerDies(t *testing.T) {
+	f := newRepoFixture(t, 256<<10)
+	src := filepath.Join(t.TempDir(), "src")
+	for i := range 16 {
+		p := filepath.Join(src, fmt.Sprintf("f%02d", i))
+		os.MkdirAll(src, 0o755)
+		if err := os.WriteFile(p, randomData(200<<10), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	_, err := f.repo.Run(ctx, backup.RunOptions{Paths: []string{src}, Host: "host-a", SigningKey: f.key, StateDir: f.state,
+		Version: "test", Workers: 2, Progress: &killOnObject{srv: f.srv}})
+	t.Logf("run with the server killed: %v", err)
+	if err == nil || !strings.Contains(err.Error(), f.repo.Backend.Location()) {
+		t.Fatalf("run with the server killed: %v", err)
+	}
+	if errors.Is(err, backup.ErrAuth) || errors.Is(err, backup.ErrNotFound) {
+		t.Errorf("misclassified: %v", err)
+	}
+	f.srv.Restart(t)
+	if ids, err := f.repo.SnapshotIDs(ctx); err != nil || len(ids) != 0 {
+		t.Fatalf("snapshots after a failed run: %v %v", ids, err)
+	}
+	res := f.run(t, src)
+	if n := len(res.Snapshot.Objects); res.Snapshot.Totals.NewObjects >= n {
+		t.Errorf("the second run stored %d new objects of %d: nothing reused", res.Snapshot.Totals.NewObjects, n)
+	}
+	findings, _, err := f.repo.Verify(ctx, backup.VerifyOptions{ReadData: true, Identities: []age.Identity{f.id}})
 	if err != nil || len(findings) != 0 {
 		t.Errorf("verify: %v %v", findings, err)
 	}

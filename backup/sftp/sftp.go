@@ -19,18 +19,29 @@
 // StrictHostKeyChecking=accept-new), and a host whose key changed is always
 // refused. Both are *HostKeyError, which wraps backup.ErrAuth.
 //
-// One SSH connection carries every operation. A connection that drops (the
-// server restarted, the network failed, an SSH keepalive went unanswered)
-// fails the operations in flight with a transient error (see
-// backup.Transient), and the next operation dials again: a Backend opened
-// once survives a server restart, and the retry decorator
-// (backup/retry) turns a dropped upload into a retried one.
+// One SSH connection carries every operation, over a few SFTP sessions (see
+// Options.Connections). A connection that drops (the server restarted, the
+// network failed, an SSH keepalive went unanswered) fails the operations in
+// flight with a transient error (see backup.Transient), and the next
+// operation dials again: a Backend opened once survives a server restart,
+// and the retry decorator (backup/retry) turns a dropped upload into a
+// retried one. Errors name the backend (sftp://user@host:port/path), the
+// operation and the object; a missing object or folder wraps
+// backup.ErrNotFound, a refused key or a permission denied by the server
+// wraps backup.ErrAuth.
+//
+// SFTP has no way to fsync a folder: if the server itself crashes just
+// after an upload, the rename may not have reached its disk although the
+// data had (Linux filesystems such as ext4 and XFS journal renames in
+// order, so a snapshot saved later is lost with it); verify finds any
+// object missing.
 package sftp
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os/user"
@@ -62,12 +73,14 @@ type Options struct {
 	// always tried after them.
 	IdentityFiles []string
 	// Connections bounds the number of uploads (Save) in progress at once;
-	// default 4. They share one SSH connection, each with up to 64
-	// pipelined write requests.
+	// default 4. They share one SSH connection, over one SFTP session per
+	// allowed upload (at most 8, under OpenSSH's default MaxSessions of
+	// 10), each upload with up to 64 pipelined 32 KiB writes.
 	Connections int
-	// Timeout bounds dialling and the SSH handshake, and how long an SSH
-	// keepalive may go unanswered before the connection is given up;
-	// default 30s.
+	// Timeout bounds dialling, the SSH handshake and starting SFTP. It is
+	// also the SSH keepalive interval: a connection whose keepalive goes
+	// unanswered for 2×Timeout is given up, failing the operations
+	// waiting on it. Default 30s.
 	Timeout time.Duration
 }
 
@@ -172,7 +185,7 @@ func Open(ctx context.Context, u *url.URL, opts Options) (*Backend, error) {
 func (b *Backend) checkDir(ctx context.Context) error {
 	c, err := b.client(ctx)
 	if err != nil {
-		return err
+		return b.wrap("connecting", "", err)
 	}
 	st, err := b.stat(ctx, c, b.dir)
 	switch {
@@ -200,8 +213,14 @@ type connError struct {
 }
 
 func (e *connError) Error() string {
-	if errors.Is(e.err, sftp.ErrSSHFxConnectionLost) {
+	var oe *net.OpError
+	switch {
+	case errors.Is(e.err, sftp.ErrSSHFxConnectionLost):
 		return "lost the connection to " + e.addr
+	case errors.As(e.err, &oe) && oe.Op == "dial" && oe.Err != nil:
+		return "cannot connect to " + e.addr + ": " + oe.Err.Error()
+	case errors.Is(e.err, io.EOF), errors.Is(e.err, io.ErrUnexpectedEOF), errors.Is(e.err, net.ErrClosed):
+		return "lost the connection to " + e.addr + " (" + e.err.Error() + ")"
 	}
 	return "connection to " + e.addr + ": " + e.err.Error()
 }

@@ -127,8 +127,12 @@ func TestHostKeys(t *testing.T) {
 	dir := t.TempDir()
 	u := srv.URL(dir)
 	opts := srv.Options()
-	opts.KnownHostsFile = filepath.Join(t.TempDir(), "ssh", "known_hosts")
+	opts.KnownHostsFile = filepath.Join(t.TempDir(), "known_hosts")
 	fp := srv.HostKeyFingerprint(t)
+	// Another host's line, without a final newline.
+	pub, _ := os.ReadFile(srv.IdentityFile + ".pub")
+	other := "other.example " + strings.Join(strings.Fields(string(pub))[:2], " ")
+	os.WriteFile(opts.KnownHostsFile, []byte(other), 0o600)
 
 	_, err := sftp.Open(ctx, u, opts)
 	t.Logf("unknown host: %v", err)
@@ -143,8 +147,8 @@ func TestHostKeys(t *testing.T) {
 	if retry.IsTransient(err) {
 		t.Error("an unknown host key is retried")
 	}
-	if _, err := os.Stat(opts.KnownHostsFile); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("known_hosts written without AcceptNew: %v", err)
+	if kh, _ := os.ReadFile(opts.KnownHostsFile); string(kh) != other {
+		t.Errorf("known_hosts written without AcceptNew: %q", kh)
 	}
 
 	opts.AcceptNew = true
@@ -153,11 +157,20 @@ func TestHostKeys(t *testing.T) {
 		t.Fatalf("AcceptNew: %v", err)
 	}
 	kh, err := os.ReadFile(opts.KnownHostsFile)
-	if err != nil || !strings.HasPrefix(string(kh), "[127.0.0.1]:") || strings.Count(string(kh), "\n") != 1 {
+	lines := strings.Split(string(kh), "\n")
+	if err != nil || len(lines) != 3 || lines[0] != other || !strings.HasPrefix(lines[1], "[127.0.0.1]:"+strconv.Itoa(srv.Port)+" ssh-ed25519 ") || lines[2] != "" {
 		t.Fatalf("known_hosts after AcceptNew: %q %v", kh, err)
 	}
-	if st, _ := os.Stat(opts.KnownHostsFile); st.Mode().Perm() != 0o600 {
-		t.Errorf("known_hosts mode %v", st.Mode())
+	// A new file is made 0600 in a 0700 folder.
+	opts2 := opts
+	opts2.KnownHostsFile = filepath.Join(t.TempDir(), "ssh", "known_hosts")
+	b0, err := sftp.Open(ctx, u, opts2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b0.Close()
+	if st, err := os.Stat(opts2.KnownHostsFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("new known_hosts: %v %v", st, err)
 	}
 	// Recorded: trusted now without AcceptNew, and recorded only once.
 	opts.AcceptNew = false
@@ -199,8 +212,8 @@ func TestHostKeys(t *testing.T) {
 	if out, err := exec.Command(keygen, "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", rsa).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	pub, _ := os.ReadFile(rsa + ".pub")
-	f := strings.Fields(string(pub))
+	rsaPub, _ := os.ReadFile(rsa + ".pub")
+	f := strings.Fields(string(rsaPub))
 	os.WriteFile(opts.KnownHostsFile, []byte("# comment\n[127.0.0.1]:"+strconv.Itoa(srv.Port)+" "+f[0]+" "+f[1]+"\n"), 0o600)
 	_, err = sftp.Open(ctx, u, opts)
 	t.Logf("host known by an RSA key only: %v", err)

@@ -46,7 +46,6 @@ type Server struct {
 	// new one with NewHostKey).
 	HostKeyFile string
 
-	t      testing.TB
 	sshd   string
 	keygen string
 	config string
@@ -86,7 +85,7 @@ func StartSFTP(t testing.TB, sftpArgs string) *Server {
 		IdentityFile:   filepath.Join(dir, "id_ed25519"),
 		KnownHostsFile: filepath.Join(dir, "known_hosts"),
 		HostKeyFile:    filepath.Join(dir, "ssh_host_ed25519_key"),
-		t:              t, sshd: sshd, keygen: keygen, config: filepath.Join(dir, "sshd_config"),
+		sshd:           sshd, keygen: keygen, config: filepath.Join(dir, "sshd_config"),
 		log: &logBuffer{}, sftpArgs: sftpArgs,
 	}
 	GenerateKey(t, s.HostKeyFile)
