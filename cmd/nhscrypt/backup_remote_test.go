@@ -123,3 +123,34 @@ func TestObjectLockCLI(t *testing.T) {
 		t.Errorf("bad retain mode: exit %d: %s", code, errs)
 	}
 }
+
+// TestSSHDStopsMidRun: sshd goes away during a run: exit 1 naming the
+// backend, no snapshot; the next run succeeds and reuses what was stored.
+func TestSSHDStopsMidRun(t *testing.T) {
+	srv := sftptest.Start(t)
+	b := newBackupEnvFlags(t, srv.URL(t.TempDir()+"/repo").String(), append(sshFlags(srv), "--retries", "2"))
+	src := makeSource(t, 200, 256<<10)
+	c := b.cmd("run", src)
+	var errb strings.Builder
+	c.Stderr = &errb
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	srv.Stop()
+	err := c.Wait()
+	if err == nil || c.ProcessState.ExitCode() != 1 || !strings.Contains(errb.String(), "sftp://") {
+		t.Fatalf("run with sshd gone: %v exit %d: %s", err, c.ProcessState.ExitCode(), errb.String())
+	}
+	srv.Restart(t)
+	if out, _, _ := b.run("snapshots"); !strings.Contains(out, "0 snapshots") {
+		t.Errorf("a snapshot was recorded:\n%s", out)
+	}
+	b.must("run", src)
+	b.must("verify", "--read-data", "-i", b.key)
+	// A repository path whose parent does not exist: 11.
+	missing := &backupEnv{t: t, bin: b.bin, repo: srv.URL("/nonexistent/parent/repo").String(), state: t.TempDir(), flags: sshFlags(srv)}
+	if _, errs, code := missing.run("snapshots"); code != 11 {
+		t.Errorf("missing SFTP path: exit %d: %s", code, errs)
+	}
+}
