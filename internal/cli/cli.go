@@ -133,6 +133,7 @@ Exit codes: 0 ok, 1 failed, 2 usage, 3 warnings found, 4 failures found,
 		newLUKSCommand(g),
 		newBackupCommand(g),
 		newCheckTLSCommand(g),
+		newEscrowCommand(g),
 	)
 	return root
 }
