@@ -127,8 +127,10 @@ func included(path string, includes []string) bool {
 // streamed, never staged on disk; every file is written to a temporary
 // name, checked against its SHA-256 and only then renamed into place, with
 // its mode, modification time and (as root) owner. Files are not synced one
-// by one: the target's filesystem is synced once at the end, so the restore
-// is durable when Restore returns. A damaged object costs only the files it
+// by one: the files of each object are written to temporary names, the
+// target's filesystem is synced once, and only then are they renamed into
+// place, so no name ever points at data a crash could lose; the renames
+// are synced at the end, so the restore is durable when Restore returns. A damaged object costs only the files it
 // holds: the rest is restored, and Failed names the lost files.
 func (r *Repository) Restore(ctx context.Context, m *Manifest, opts RestoreOptions) (*RestoreResult, error) {
 	if opts.Workers <= 0 {
@@ -196,7 +198,7 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, opts RestoreOptio
 			defer wg.Done()
 			buf := make([]byte, copyBufferSize)
 			for name := range ch {
-				r.restoreObject(ctx, name, byObject[name], dest, opts, res, &mu, fail, buf)
+				r.restoreObject(ctx, name, byObject[name], dest, opts, res, &mu, fail, buf, target)
 			}
 		}()
 	}
@@ -304,10 +306,51 @@ func lchownRoot(p string, e *Entry) {
 
 // restoreObject streams one object and writes the wanted members.
 func (r *Repository) restoreObject(ctx context.Context, name string, want map[string]*Entry, dest func(string) string,
-	opts RestoreOptions, res *RestoreResult, mu *sync.Mutex, fail func(string, string), buf []byte) {
+	opts RestoreOptions, res *RestoreResult, mu *sync.Mutex, fail func(string, string), buf []byte, target string) {
 	failRest := func(msg string) {
 		for _, e := range want {
 			fail(e.Path, msg)
+		}
+	}
+	// Files written from this object wait, finished but unnamed, until
+	// their data is durable.
+	type done struct {
+		f *atomicfile.File
+		e *Entry
+		n int64
+	}
+	var written []done
+	defer func() {
+		for _, d := range written {
+			d.f.Abort() // no-op once published
+		}
+	}()
+	publish := func() {
+		if len(written) == 0 {
+			return
+		}
+		if err := syncFS(target); err != nil {
+			for _, d := range written {
+				fail(d.e.Path, "syncing: "+err.Error())
+			}
+			return
+		}
+		for _, d := range written {
+			if err := d.f.Publish(); err != nil {
+				if errors.Is(err, fs.ErrExist) {
+					fail(d.e.Path, "exists; not overwritten (use --overwrite)")
+				} else {
+					fail(d.e.Path, err.Error())
+				}
+				continue
+			}
+			mu.Lock()
+			res.Files++
+			res.Bytes += d.n
+			mu.Unlock()
+			if opts.Progress != nil {
+				opts.Progress.BackupEvent(Event{Kind: EventFile, Path: d.e.Path, Bytes: d.n})
+			}
 		}
 	}
 	or, err := r.openObject(ctx, name, opts.Identities)
@@ -327,14 +370,14 @@ func (r *Repository) restoreObject(ctx context.Context, name string, want map[st
 				msg = fmt.Sprintf("object %s does not hold this file", short(name))
 			}
 			failRest(msg)
-			return
+			break
 		}
 		e, ok := want[hdr.Name]
 		if !ok {
 			continue
 		}
 		delete(want, hdr.Name)
-		n, err := writeFile(dest(e.Path), or.tr, e, opts.Overwrite, buf)
+		f, n, err := writeFile(dest(e.Path), or.tr, e, opts.Overwrite, buf)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -342,31 +385,28 @@ func (r *Repository) restoreObject(ctx context.Context, name string, want map[st
 			fail(e.Path, err.Error())
 			continue
 		}
-		mu.Lock()
-		res.Files++
-		res.Bytes += n
-		mu.Unlock()
-		if opts.Progress != nil {
-			opts.Progress.BackupEvent(Event{Kind: EventFile, Path: e.Path, Bytes: n})
-		}
+		written = append(written, done{f, e, n})
+	}
+	if ctx.Err() == nil {
+		publish()
 	}
 }
 
-// writeFile writes one file from r to a temporary name, checking size and
-// hash before publishing it under p. The file is not synced (Restore syncs
-// the filesystem once at the end).
-func writeFile(p string, r io.Reader, e *Entry, overwrite bool, buf []byte) (int64, error) {
+// writeFile writes one file from r to a temporary name beside p and checks
+// its size and hash. It returns the finished (closed, unsynced) file: the
+// caller makes the data durable for a whole object at once and only then
+// publishes the names, so no name ever points at data a crash could lose.
+func writeFile(p string, r io.Reader, e *Entry, overwrite bool, buf []byte) (*atomicfile.File, int64, error) {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return 0, err
+		return nil, 0, err
 	}
-	f, err := atomicfile.Create(p, fs.FileMode(e.Mode&0o777), overwrite)
+	f, err := atomicfile.Create(p, fs.FileMode(e.Mode&0o777)|modeBits(e.Mode), overwrite)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return 0, errors.New("exists; not overwritten (use --overwrite)")
+			return nil, 0, errors.New("exists; not overwritten (use --overwrite)")
 		}
-		return 0, err
+		return nil, 0, err
 	}
-	defer f.Abort()
 	h := sha256.New()
 	var w io.Writer = f
 	if e.Sparse {
@@ -374,62 +414,25 @@ func writeFile(p string, r io.Reader, e *Entry, overwrite bool, buf []byte) (int
 	}
 	n, err := io.CopyBuffer(io.MultiWriter(w, h), r, buf)
 	if err != nil {
-		return n, fmt.Errorf("reading from the backup: %v", err)
+		f.Abort()
+		return nil, n, fmt.Errorf("reading from the backup: %v", err)
 	}
 	if e.Sparse {
 		if err := f.Truncate(n); err != nil {
-			return n, err
+			f.Abort()
+			return nil, n, err
 		}
 	}
 	if n != e.Size || hex.EncodeToString(h.Sum(nil)) != e.SHA256 {
-		return n, errors.New("content does not match the manifest's SHA-256 (damaged backup); not restored")
+		f.Abort()
+		return nil, n, errors.New("content does not match the manifest's SHA-256 (damaged backup); not restored")
 	}
-	return n, publishUnsynced(f, p, e, overwrite)
-}
-
-// publishUnsynced gives the temporary file f its owner (as root), mode and
-// modification time and renames it to p, without the fsyncs of
-// atomicfile's Commit; like Commit, it never replaces an existing p unless
-// overwrite. The caller's deferred f.Abort then only forgets the temporary
-// name, which no longer exists.
-func publishUnsynced(f *atomicfile.File, p string, e *Entry, overwrite bool) error {
-	if os.Geteuid() == 0 {
-		if err := f.File.Chown(e.UID, e.GID); err != nil {
-			return err
-		}
+	f.SetModTime(e.MTime)
+	f.SetOwner(e.UID, e.GID)
+	if err := f.Finish(false); err != nil {
+		return nil, n, err
 	}
-	// After chown, which clears setuid and setgid.
-	if err := f.File.Chmod(fs.FileMode(e.Mode&0o777) | modeBits(e.Mode)); err != nil {
-		return err
-	}
-	tmp := f.File.Name()
-	if err := f.File.Close(); err != nil {
-		return err
-	}
-	if err := os.Chtimes(tmp, e.MTime, e.MTime); err != nil {
-		return err
-	}
-	if overwrite {
-		return os.Rename(tmp, p)
-	}
-	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, p, unix.RENAME_NOREPLACE)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, unix.EEXIST):
-		return errors.New("exists; not overwritten (use --overwrite)")
-	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.ENOTSUP):
-		// No RENAME_NOREPLACE on this filesystem: a hard link is as atomic.
-		if err := os.Link(tmp, p); err != nil {
-			if errors.Is(err, fs.ErrExist) {
-				return errors.New("exists; not overwritten (use --overwrite)")
-			}
-			return err
-		}
-		return os.Remove(tmp)
-	default:
-		return &fs.PathError{Op: "rename", Path: p, Err: err}
-	}
+	return f, n, nil
 }
 
 // sparseWriter seeks over all-zero blocks, leaving holes.

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -502,12 +503,16 @@ type objectWriter struct {
 	buf []byte // for reading files
 }
 
-func (rs *runState) newObjectWriter() (*objectWriter, error) {
-	dir := filepath.Join(rs.opts.StateDir, "spool")
+// spoolDir is where objects are collected before they are stored.
+func (rs *runState) spoolDir() string {
 	if fsv, ok := rs.r.Backend.(FileSaver); ok {
-		dir = fsv.SpoolDir()
+		return fsv.SpoolDir()
 	}
-	sp, err := newSpool(dir)
+	return filepath.Join(rs.opts.StateDir, "spool")
+}
+
+func (rs *runState) newObjectWriter() (*objectWriter, error) {
+	sp, err := newSpool(rs.spoolDir())
 	if err != nil {
 		return nil, err
 	}
@@ -550,7 +555,7 @@ func (rs *runState) storeObject(ctx context.Context, batch []fileJob) error {
 		return err
 	}
 	defer ow.discard()
-	var stored []*Entry
+	var stored []fileJob
 	for _, j := range batch {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -560,7 +565,7 @@ func (rs *runState) storeObject(ctx context.Context, batch []fileJob) error {
 			return err
 		}
 		if ok {
-			stored = append(stored, j.entry)
+			stored = append(stored, j)
 		}
 	}
 	if len(stored) == 0 {
@@ -573,18 +578,14 @@ func (rs *runState) storeObject(ctx context.Context, batch []fileJob) error {
 	if err != nil {
 		return rs.storeErr(err)
 	}
-	var cf []cachedFile
+	cf := make([]cachedFile, 0, len(stored))
 	var bytes int64
-	for _, e := range stored {
+	for _, j := range stored {
+		e, st := j.entry, j.info
 		e.Object = ref.Name
 		bytes += e.Size
-		for _, j := range batch {
-			if j.entry == e {
-				st := j.info
-				cf = append(cf, cachedFile{Path: e.Path, Size: e.Size, MTime: st.Mtim.Nano(), CTime: st.Ctim.Nano(),
-					Inode: st.Ino, Dev: uint64(st.Dev), SHA256: e.SHA256, Object: ref.Name, Offset: e.Offset, Member: e.Member, Sparse: e.Sparse})
-			}
-		}
+		cf = append(cf, cachedFile{Path: e.Path, Size: e.Size, MTime: st.Mtim.Nano(), CTime: st.Ctim.Nano(),
+			Inode: st.Ino, Dev: uint64(st.Dev), SHA256: e.SHA256, Object: ref.Name, Offset: e.Offset, Member: e.Member, Sparse: e.Sparse})
 	}
 	if err := rs.journal.add(cf); err != nil {
 		return fmt.Errorf("writing the journal: %w", err)
@@ -757,15 +758,8 @@ func (rs *runState) commit(ctx context.Context, entries []*Entry, paths []string
 	r := rs.r
 	m := Manifest{Version: FormatVersion, Repository: r.Config.ID, Host: rs.opts.Host, Paths: paths, Tags: rs.opts.Tags,
 		Start: start, End: end, Totals: rs.totals, NhscryptVersion: rs.opts.Version}
-	for _, e := range entries {
-		m.Entries = append(m.Entries, *e)
-	}
-	sort.Slice(m.Entries, func(i, j int) bool { return m.Entries[i].Path < m.Entries[j].Path })
-	plain, err := json.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	mref, err := rs.storeEncrypted(ctx, ManifestFile, plain)
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Path < entries[j].Path })
+	mref, err := rs.storeManifest(ctx, m, entries)
 	if err != nil {
 		return nil, fmt.Errorf("storing the manifest: %w", err)
 	}
@@ -807,19 +801,50 @@ func signIndex(idx SnapshotIndex, key ed25519.PrivateKey) ([]byte, string, error
 	return data, hex.EncodeToString(sum[:]), nil
 }
 
-// storeEncrypted encrypts data to the repository's recipients and stores
-// it named by the hash of the ciphertext.
-func (rs *runState) storeEncrypted(ctx context.Context, t FileType, data []byte) (ObjectRef, error) {
-	var ct bytes.Buffer
-	w, err := age.Encrypt(&ct, rs.r.recipients...)
+// storeManifest stores manifest m with entries as its Entries: the JSON
+// json.Marshal makes, encrypted to the repository's recipients and named by
+// the hash of the ciphertext. It is written one entry at a time through a
+// spool file, so a large tree's manifest is never held in memory whole (as
+// entries, JSON and ciphertext: several times the size of the JSON).
+func (rs *runState) storeManifest(ctx context.Context, m Manifest, entries []*Entry) (ObjectRef, error) {
+	m.Entries = []Entry{}
+	head, err := json.Marshal(m)
 	if err != nil {
 		return ObjectRef{}, err
 	}
-	w.Write(data)
-	if err := w.Close(); err != nil {
+	// Entries is the last field: the entries go between its brackets.
+	head, ok := bytes.CutSuffix(head, []byte(`[]}`))
+	if !ok {
+		return ObjectRef{}, errors.New("manifest JSON does not end with its entries")
+	}
+	sp, err := newSpool(rs.spoolDir())
+	if err != nil {
 		return ObjectRef{}, err
 	}
-	sum := sha256.Sum256(ct.Bytes())
-	ref := ObjectRef{Name: hex.EncodeToString(sum[:]), Size: int64(ct.Len())}
-	return ref, rs.r.Backend.Save(ctx, Handle{Type: t, Name: ref.Name}, ref.Size, &ct)
+	defer sp.discard()
+	aw, err := age.Encrypt(sp, rs.r.recipients...)
+	if err != nil {
+		return ObjectRef{}, err
+	}
+	bw := bufio.NewWriterSize(aw, 64<<10)
+	bw.Write(head)
+	bw.WriteByte('[')
+	for i, e := range entries {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		b, err := json.Marshal(e)
+		if err != nil {
+			return ObjectRef{}, err
+		}
+		bw.Write(b)
+	}
+	bw.WriteString("]}")
+	if err := bw.Flush(); err != nil {
+		return ObjectRef{}, err
+	}
+	if err := aw.Close(); err != nil {
+		return ObjectRef{}, err
+	}
+	return sp.store(ctx, rs.r.Backend, ManifestFile)
 }

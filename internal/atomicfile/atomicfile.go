@@ -44,6 +44,7 @@ type File struct {
 	mtime     time.Time
 	uid, gid  int
 	done      bool
+	finished  bool
 }
 
 // Create starts a pending output for final. Unless overwrite is true, it
@@ -97,10 +98,12 @@ func RemovePending() {
 	})
 }
 
-// SetModTime makes Commit set the file's modification time.
+// SetModTime makes Commit (or Finish) set the file's modification time.
 func (f *File) SetModTime(t time.Time) { f.mtime = t }
 
-// SetOwner makes Commit change the file's owner (as root only; -1 keeps one).
+// SetOwner makes Commit (or Finish) change the file's owner (as root only;
+// -1 keeps one). The owner is set before the mode, as chown clears setuid
+// and setgid bits.
 func (f *File) SetOwner(uid, gid int) { f.uid, f.gid = uid, gid }
 
 // Name returns the final name.
@@ -111,37 +114,77 @@ func (f *File) Name() string { return f.final }
 // fs.ErrExist if the final name appeared in the meantime, and removes the
 // temporary file.
 func (f *File) Commit() error {
-	if f.done {
-		return errors.New("atomicfile: commit of a finished file")
+	if err := f.Finish(true); err != nil {
+		return err
 	}
-	tmp := f.File.Name()
-	err := f.finish()
-	if err == nil {
-		err = publish(tmp, f.final, f.overwrite)
-	}
-	f.done = true
-	pending.Delete(tmp)
-	if err != nil {
-		os.Remove(tmp)
+	if err := f.Publish(); err != nil {
 		return err
 	}
 	return syncDir(filepath.Dir(f.final))
 }
 
-func (f *File) finish() error {
-	if err := f.File.Chmod(f.perm); err != nil {
-		f.File.Close()
+// Finish applies mode, owner and times and closes the temporary file,
+// syncing it first when sync is true. A caller that finishes many files
+// without sync must make their data durable (one syncfs(2) for the
+// filesystem, say) before it calls Publish on any of them, so that no final
+// name ever points at data that a crash could lose.
+func (f *File) Finish(sync bool) error {
+	if f.done || f.finished {
+		return errors.New("atomicfile: finish of a finished file")
+	}
+	f.finished = true
+	if err := f.finish(sync); err != nil {
+		f.discardTemp()
 		return err
 	}
+	return nil
+}
+
+// Publish renames a finished file to its final name (never replacing an
+// existing one without overwrite). It does not sync the folder.
+func (f *File) Publish() error {
+	if f.done {
+		return errors.New("atomicfile: publish of a finished file")
+	}
+	if !f.finished {
+		if err := f.Finish(true); err != nil {
+			return err
+		}
+	}
+	tmp := f.File.Name()
+	f.done = true
+	pending.Delete(tmp)
+	if err := publish(tmp, f.final, f.overwrite); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+func (f *File) discardTemp() {
+	f.done = true
+	f.File.Close()
+	os.Remove(f.File.Name())
+	pending.Delete(f.File.Name())
+}
+
+func (f *File) finish(sync bool) error {
 	if (f.uid >= 0 || f.gid >= 0) && os.Geteuid() == 0 {
 		if err := f.File.Chown(f.uid, f.gid); err != nil {
 			f.File.Close()
 			return err
 		}
 	}
-	if err := f.File.Sync(); err != nil {
+	// After chown, which clears setuid and setgid bits.
+	if err := f.File.Chmod(f.perm); err != nil {
 		f.File.Close()
-		return fmt.Errorf("syncing %q: %w", f.final, err)
+		return err
+	}
+	if sync {
+		if err := f.File.Sync(); err != nil {
+			f.File.Close()
+			return fmt.Errorf("syncing %q: %w", f.final, err)
+		}
 	}
 	if err := f.File.Close(); err != nil {
 		return fmt.Errorf("closing %q: %w", f.final, err)
@@ -181,15 +224,13 @@ func publish(tmp, final string, overwrite bool) error {
 	}
 }
 
-// Abort discards the pending output. It is a no-op after Commit or Abort.
+// Abort discards the pending output. It is a no-op after Commit, Publish or
+// Abort.
 func (f *File) Abort() {
 	if f.done {
 		return
 	}
-	f.done = true
-	f.File.Close()
-	os.Remove(f.File.Name())
-	pending.Delete(f.File.Name())
+	f.discardTemp()
 }
 
 // WriteFile writes data to name atomically with the given permissions.

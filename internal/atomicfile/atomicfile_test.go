@@ -114,3 +114,41 @@ func TestRemovePending(t *testing.T) {
 		t.Errorf("dir holds %v, want only the committed b", names)
 	}
 }
+
+// TestFinishThenPublish: a finished file is invisible until Publish, which
+// never replaces an existing name without overwrite; Abort after Publish
+// is a no-op.
+func TestFinishThenPublish(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "out")
+	f, err := Create(p, 0o640, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("data"))
+	if err := f.Finish(false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("finished file visible before Publish")
+	}
+	if err := f.Finish(false); err == nil {
+		t.Error("second Finish accepted")
+	}
+	if err := f.Publish(); err != nil {
+		t.Fatal(err)
+	}
+	f.Abort()
+	if b, err := os.ReadFile(p); err != nil || string(b) != "data" {
+		t.Fatalf("published %q %v", b, err)
+	}
+	g, _ := Create(filepath.Join(dir, "other"), 0o600, false)
+	g.Finish(false)
+	os.WriteFile(filepath.Join(dir, "other"), []byte("racer"), 0o600)
+	if err := g.Publish(); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("Publish over a racing file: %v", err)
+	}
+	if names := entries(t, dir); len(names) != 2 {
+		t.Errorf("dir holds %v", names)
+	}
+}
