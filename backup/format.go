@@ -25,6 +25,10 @@ type Config struct {
 	Recipients []string `json:"recipients"`
 	// Compression is the compression of data objects: "zstd".
 	Compression string `json:"compression"`
+	// CompressionLevel is the zstd level writers use: "fastest" (about
+	// zstd -1; the default), "default" (-3), "better" (-7) or "best"
+	// (-11). Readers need not know it.
+	CompressionLevel string `json:"compression_level,omitempty"`
 	// ObjectSize is the target size of a data object before compression,
 	// in bytes; objects are split at file boundaries.
 	ObjectSize int64 `json:"object_size"`

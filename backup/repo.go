@@ -70,7 +70,7 @@ func Init(ctx context.Context, b Backend, recipients []string, objectSize int64,
 	rand.Read(id[:])
 	cfg := Config{
 		Version: FormatVersion, ID: hex.EncodeToString(id[:]), Created: time.Now().UTC(),
-		Recipients: recipients, Compression: "zstd", ObjectSize: objectSize,
+		Recipients: recipients, Compression: "zstd", CompressionLevel: "fastest", ObjectSize: objectSize,
 	}
 	if signer != nil {
 		cfg.Signers = []Signer{{Host: host, PublicKey: base64.StdEncoding.EncodeToString(signer), Added: cfg.Created}}
@@ -139,6 +139,9 @@ func ParseConfig(data []byte) (*Config, error) {
 		return nil, errors.New("no recipients")
 	case cfg.Compression != "zstd":
 		return nil, fmt.Errorf("unsupported compression %q", cfg.Compression)
+	case cfg.CompressionLevel != "" && cfg.CompressionLevel != "fastest" && cfg.CompressionLevel != "default" &&
+		cfg.CompressionLevel != "better" && cfg.CompressionLevel != "best":
+		return nil, fmt.Errorf("unsupported compression level %q", cfg.CompressionLevel)
 	case cfg.ObjectSize <= 0:
 		return nil, errors.New("invalid object size")
 	}

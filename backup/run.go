@@ -484,10 +484,29 @@ func (c *countWriter) Write(p []byte) (int, error) {
 // copied down after every 128 KiB block (a quarter of a backup's CPU time
 // went to memmove); with a 2 MiB window the history buffer (twice the
 // window) is smaller than the low-memory one with the 8 MiB default.
-var zstdEncoders = sync.Pool{New: func() any {
-	e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(2<<20))
-	return e
-}}
+var zstdEncoders = map[zstd.EncoderLevel]*sync.Pool{}
+
+func init() {
+	for _, l := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression, zstd.SpeedBestCompression} {
+		zstdEncoders[l] = &sync.Pool{New: func() any {
+			e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(l), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(2<<20))
+			return e
+		}}
+	}
+}
+
+// encoderLevel maps the config's compression_level to a zstd level.
+func encoderLevel(name string) zstd.EncoderLevel {
+	switch name {
+	case "default":
+		return zstd.SpeedDefault
+	case "better":
+		return zstd.SpeedBetterCompression
+	case "best":
+		return zstd.SpeedBestCompression
+	}
+	return zstd.SpeedFastest
+}
 
 // copyBufferSize is the size of the buffer each object writer reads files
 // with.
@@ -495,12 +514,13 @@ const copyBufferSize = 256 << 10
 
 // objectWriter builds one data object: tar → zstd → age → spool.
 type objectWriter struct {
-	sp  *spool
-	age io.WriteCloser
-	zw  *zstd.Encoder
-	cw  *countWriter
-	tw  *tar.Writer
-	buf []byte // for reading files
+	sp   *spool
+	age  io.WriteCloser
+	zw   *zstd.Encoder
+	pool *sync.Pool // where zw goes back
+	cw   *countWriter
+	tw   *tar.Writer
+	buf  []byte // for reading files
 }
 
 // spoolDir is where objects are collected before they are stored.
@@ -521,10 +541,11 @@ func (rs *runState) newObjectWriter() (*objectWriter, error) {
 		sp.discard()
 		return nil, err
 	}
-	zw := zstdEncoders.Get().(*zstd.Encoder)
+	pool := zstdEncoders[encoderLevel(rs.r.Config.CompressionLevel)]
+	zw := pool.Get().(*zstd.Encoder)
 	zw.Reset(aw)
 	cw := &countWriter{w: zw}
-	return &objectWriter{sp: sp, age: aw, zw: zw, cw: cw, tw: tar.NewWriter(cw), buf: make([]byte, copyBufferSize)}, nil
+	return &objectWriter{sp: sp, age: aw, zw: zw, pool: pool, cw: cw, tw: tar.NewWriter(cw), buf: make([]byte, copyBufferSize)}, nil
 }
 
 func (ow *objectWriter) finish() error {
@@ -534,7 +555,7 @@ func (ow *objectWriter) finish() error {
 	if err := ow.zw.Close(); err != nil {
 		return err
 	}
-	zstdEncoders.Put(ow.zw)
+	ow.pool.Put(ow.zw)
 	ow.zw = nil
 	return ow.age.Close()
 }
@@ -542,7 +563,7 @@ func (ow *objectWriter) finish() error {
 func (ow *objectWriter) discard() {
 	if ow.zw != nil {
 		ow.zw.Reset(nil)
-		zstdEncoders.Put(ow.zw)
+		ow.pool.Put(ow.zw)
 		ow.zw = nil
 	}
 	ow.sp.discard()
