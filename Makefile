@@ -72,11 +72,13 @@ fuzz:
 		done; \
 	done
 
-bench: build bench-deps
+bench: build bench-deps test-tools
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 	bash bench/filecrypt.sh
 	bash bench/verify-disk.sh
+	bash bench/tls.sh
 	bash bench/backup.sh
+	bash bench/backup-offsite.sh
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin
