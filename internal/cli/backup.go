@@ -65,6 +65,16 @@ func (o *backupOptions) open(ctx context.Context) (*backup.Repository, error) {
 	return r, err
 }
 
+// openTrusted opens the repository and reads the trust flags.
+func (o *backupOptions) openTrusted(ctx context.Context) (*backup.Repository, backup.Trust, error) {
+	t, err := o.trust()
+	if err != nil {
+		return nil, t, err
+	}
+	r, err := o.open(ctx)
+	return r, t, err
+}
+
 func (o *backupOptions) trust() (backup.Trust, error) {
 	t := backup.Trust{AllowUnsigned: o.AllowUnsigned}
 	for _, s := range o.TrustedSigners {
@@ -308,11 +318,7 @@ func newBackupSnapshotsCommand(g *globalOptions, o *backupOptions) *cobra.Comman
 		Short: "List snapshots (no key needed)",
 		Args:  argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := o.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			t, err := o.trust()
+			r, t, err := o.openTrusted(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -365,11 +371,7 @@ func identities(paths []string, passFile string) ([]age.Identity, error) {
 
 // loadSnapshotManifest resolves a SNAPSHOT argument and decrypts its manifest.
 func (o *backupOptions) loadSnapshotManifest(ctx context.Context, ref string, ids []age.Identity) (*backup.Repository, *backup.Snapshot, *backup.Manifest, error) {
-	r, err := o.open(ctx)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	t, err := o.trust()
+	r, t, err := o.openTrusted(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -506,11 +508,7 @@ Exit 0 all intact, 4 damage found (named, with the snapshots and files
 concerned).`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := o.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			t, err := o.trust()
+			r, t, err := o.openTrusted(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -570,11 +568,7 @@ func newBackupForgetCommand(g *globalOptions, o *backupOptions) *cobra.Command {
 			if p.Empty() {
 				return usagef("no retention policy given: nothing would be kept, so nothing is removed")
 			}
-			r, err := o.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			t, err := o.trust()
+			r, t, err := o.openTrusted(cmd.Context())
 			if err != nil {
 				return err
 			}
