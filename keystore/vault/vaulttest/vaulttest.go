@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"sync"
 	"syscall"
@@ -311,4 +312,28 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+var unsealKeyRE = regexp.MustCompile(`Unseal Key: (\S+)`)
+
+// Seal seals the server (as `vault operator seal`): it keeps its data but
+// answers every request with 503 until Unseal.
+func (s *Server) Seal(t testing.TB) {
+	t.Helper()
+	if err := s.Root(t).Sys().SealWithContext(context.Background()); err != nil {
+		t.Fatalf("sealing vault: %v", err)
+	}
+}
+
+// Unseal unseals a sealed server with the dev server's unseal key.
+func (s *Server) Unseal(t testing.TB) {
+	t.Helper()
+	m := unsealKeyRE.FindStringSubmatch(s.out.String())
+	if m == nil {
+		t.Fatalf("no unseal key in the vault server's output")
+	}
+	st, err := s.Root(t).Sys().UnsealWithContext(context.Background(), m[1])
+	if err != nil || st.Sealed {
+		t.Fatalf("unsealing vault: %v (sealed %v)", err, st != nil && st.Sealed)
+	}
 }

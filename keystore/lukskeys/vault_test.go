@@ -1,0 +1,210 @@
+package lukskeys
+
+import (
+	"context"
+	"errors"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nhscrypt/nhscrypt/keystore"
+	"github.com/nhscrypt/nhscrypt/keystore/vault/vaulttest"
+	"github.com/nhscrypt/nhscrypt/luks"
+)
+
+// The server and verifier policies of docs/escrow.md, for host db1.
+const (
+	serverPolicy = `
+path "secret/data/nhscrypt/db1/*" {
+  capabilities = ["create"]
+}
+path "secret/metadata/nhscrypt/db1/*" {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "custom_metadata" = []
+  }
+}
+`
+	verifierPolicy = `
+path "secret/metadata/nhscrypt/db1/*" {
+  capabilities = ["read", "list", "update"]
+  allowed_parameters = {
+    "custom_metadata" = []
+  }
+}
+path "secret/data/nhscrypt/db1/*" {
+  capabilities = ["read", "patch"]
+}
+`
+)
+
+func TestVaultEnrollVerifyRotate(t *testing.T) {
+	srv := vaulttest.Start(t)
+	ctx := context.Background()
+	v := makeVolume(t, 2)
+	s := vaultStore(t, srv, srv.RootToken)
+	e := newEnroller(t, s)
+	res, err := e.Enroll(ctx, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEnrolled(t, s, v, res, []int{0, 1})
+	fs, err := e.Verify(ctx, VerifyRequest{Devices: []string{v.path}})
+	if err != nil || !hasFinding(fs, FindKeyOK, v.path) || hasFinding(fs, FindHeaderMissing, "") {
+		t.Fatalf("verify: %v %v", err, findingIDs(fs))
+	}
+	rot, err := e.Rotate(ctx, RotateRequest{EnrollRequest: EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1}})
+	if err != nil || !slices.Equal(rot.Retired, []string{res.Name}) {
+		t.Fatalf("rotate: %v %+v", err, rot)
+	}
+	checkEnrolled(t, s, v, rot, []int{0, 2})
+	hist, err := s.History(ctx, res.Name)
+	if err != nil || len(hist) != 3 || hist[2].State != keystore.StateRetired {
+		t.Errorf("history of the rotated key: %+v %v", hist, err)
+	}
+}
+
+// Vault sealed or stopped between steps: what was done is undone where
+// it can be, the rest is finished by the next run, and the volume and
+// escrow agree afterwards.
+func TestVaultUnavailable(t *testing.T) {
+	ctx := context.Background()
+	t.Run("sealed-before-put", func(t *testing.T) {
+		srv := vaulttest.Start(t)
+		v := makeVolume(t, 2)
+		s := vaultStore(t, srv, srv.RootToken)
+		e := newEnroller(t, s)
+		srv.Seal(t)
+		_, err := e.Enroll(ctx, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1, Name: "first"})
+		if !errors.Is(err, keystore.ErrUnavailable) {
+			t.Fatalf("sealed: %v", err)
+		}
+		if got := activeSlots(t, v.path); !slices.Equal(got, []int{0}) {
+			t.Errorf("keyslots %v", got)
+		}
+		srv.Unseal(t)
+		res, err := e.Enroll(ctx, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1, Name: "second"})
+		if err != nil || res.Resumed != "rolled-back" {
+			t.Fatalf("after unseal: %v %+v", err, res)
+		}
+		checkEnrolled(t, s, v, res, []int{0, 1})
+		checkConsistent(t, s, v, []int{0})
+	})
+	t.Run("sealed-after-add", func(t *testing.T) {
+		srv := vaulttest.Start(t)
+		v := makeVolume(t, 2)
+		s := vaultStore(t, srv, srv.RootToken)
+		e := newEnroller(t, s)
+		e.hook = func(st Step) error {
+			if st == StepAddKeyslot {
+				srv.Seal(t)
+			}
+			return nil
+		}
+		_, err := e.Enroll(ctx, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1, Name: "first"})
+		var ee *EnrollError
+		if !errors.As(err, &ee) || ee.Step != StepActivate || ee.RolledBack || len(ee.Pending) != 1 || !strings.Contains(err.Error(), "keyslot 1 removed") {
+			t.Fatalf("sealed after add: %v", err)
+		}
+		if got := activeSlots(t, v.path); !slices.Equal(got, []int{0}) {
+			t.Errorf("keyslots %v: the keyslot was not rolled back", got)
+		}
+		e.hook = nil
+		srv.Unseal(t)
+		res, err := e.Enroll(ctx, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1, Name: "second"})
+		if err != nil || res.Resumed != "rolled-back" {
+			t.Fatalf("after unseal: %v %+v", err, res)
+		}
+		if k, _ := getSecret(t, s, "first"); k.State != keystore.StateFailed {
+			t.Errorf("first is %s, want failed", k.State)
+		}
+		checkEnrolled(t, s, v, res, []int{0, 1})
+		checkConsistent(t, s, v, []int{0})
+	})
+	t.Run("stopped-after-escrow", func(t *testing.T) {
+		srv := vaulttest.Start(t)
+		v := makeVolume(t, 2)
+		e := newEnroller(t, vaultStore(t, srv, srv.RootToken))
+		e.hook = func(st Step) error {
+			if st == StepEscrowPending {
+				srv.Stop()
+			}
+			return nil
+		}
+		_, err := e.Enroll(ctx, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1})
+		var ee *EnrollError
+		if !errors.As(err, &ee) || !errors.Is(err, keystore.ErrUnavailable) || ee.RolledBack {
+			t.Fatalf("stopped: %v", err)
+		}
+		if got := activeSlots(t, v.path); !slices.Equal(got, []int{0}) {
+			t.Errorf("keyslots %v: the keyslot was not rolled back", got)
+		}
+		h, _ := luks.ParseFile(v.path)
+		if _, err := os.Stat(journalPath(e.StateDir, h.UUID())); err != nil {
+			t.Errorf("the journal of the unfinished rollback is gone: %v", err)
+		}
+	})
+}
+
+func TestVaultCreateOnly(t *testing.T) {
+	srv := vaulttest.Start(t)
+	ctx := context.Background()
+	srv.WritePolicy(t, "server-db1", serverPolicy)
+	srv.WritePolicy(t, "verifier-db1", verifierPolicy)
+	server := vaultStore(t, srv, srv.Token(t, "server-db1"))
+	verifier := vaultStore(t, srv, srv.Token(t, "verifier-db1"))
+	v := makeVolume(t, 2)
+	e := newEnroller(t, server)
+
+	// The server enrols: the key is added and proven, but stays pending.
+	res, err := e.Enroll(ctx, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1, Name: "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.State != keystore.StatePending || len(res.Warnings) == 0 || res.Header == "" {
+		t.Errorf("create-only enrolment: %+v", res)
+	}
+	// It cannot read what it escrowed.
+	if _, _, err := server.Get(ctx, "first"); !errors.Is(err, keystore.ErrPermission) {
+		t.Errorf("server Get: %v", err)
+	}
+	// The verifier proves and activates it.
+	ve := newEnroller(t, verifier)
+	fs, err := ve.Verify(ctx, VerifyRequest{Devices: []string{v.path}, Activate: true})
+	if err != nil || !hasFinding(fs, FindActivated, v.path) {
+		t.Fatalf("verify --activate: %v %v", err, findingIDs(fs))
+	}
+	res.State = keystore.StateActive // as the verifier made it
+	checkEnrolled(t, verifier, v, res, []int{0, 1})
+
+	// A crash after the add: the server cannot read the key back to
+	// prove it, so the next run removes the keyslot and enrols anew.
+	crash(t, e, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1, Name: "crashed"}, StepAddKeyslot)
+	if got := activeSlots(t, v.path); !slices.Equal(got, []int{0, 1, 2}) {
+		t.Fatalf("keyslots after the crash %v", got)
+	}
+	res2, err := e.Enroll(ctx, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1, Name: "third"})
+	if err != nil || res2.Resumed != "rolled-back" || res2.Keyslot != 2 {
+		t.Fatalf("after the crash: %v %+v", err, res2)
+	}
+	// The verifier activates the new key and reports the crashed one
+	// pending and opening nothing.
+	fs, err = ve.Verify(ctx, VerifyRequest{Devices: []string{v.path}, Activate: true})
+	if err != nil || !hasFinding(fs, FindActivated, v.path) || !hasFinding(fs, FindPending, v.path) {
+		t.Fatalf("verify: %v %v", err, findingIDs(fs))
+	}
+	active := checkConsistent(t, verifier, v, []int{0})
+	if len(active) != 2 {
+		t.Errorf("%d active keys, want 2", len(active))
+	}
+
+	// A bad token changes nothing.
+	bad := newEnroller(t, vaultStore(t, srv, "not-a-token"))
+	if _, err := bad.Enroll(ctx, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1}); !errors.Is(err, keystore.ErrPermission) {
+		t.Errorf("bad token: %v", err)
+	}
+	if got := activeSlots(t, v.path); !slices.Equal(got, []int{0, 1, 2}) {
+		t.Errorf("keyslots after a bad token %v", got)
+	}
+}
