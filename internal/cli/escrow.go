@@ -69,17 +69,22 @@ func (o *escrowOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.TransitMount, "transit-mount", "transit", "Vault: the transit engine's `MOUNT`")
 }
 
+// storeName is the store open picks: --store, else vault when VAULT_ADDR
+// is set, else file.
+func (o *escrowOptions) storeName() string {
+	switch {
+	case o.Store != "":
+		return o.Store
+	case os.Getenv("VAULT_ADDR") != "":
+		return "vault"
+	}
+	return "file"
+}
+
 // open returns the store. forPut says whether recipients are needed (file
 // store), forGet whether identities are.
 func (o *escrowOptions) open(ctx context.Context, g *globalOptions, forPut, forGet bool) (keystore.Escrow, error) {
-	store := o.Store
-	if store == "" {
-		store = "file"
-		if os.Getenv("VAULT_ADDR") != "" {
-			store = "vault"
-		}
-	}
-	switch store {
+	switch o.storeName() {
 	case "file":
 		fo := file.Options{}
 		if forPut {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/nhscrypt/nhscrypt/filecrypt"
 )
@@ -17,12 +18,15 @@ type keygenOptions struct {
 	Output  string
 	PQ      bool
 	Convert bool
+	Escrow  string
 }
 
 func newKeygenCommand(g *globalOptions) *cobra.Command {
 	var opts keygenOptions
+	var eo escrowOptions
+	var escrowFlags []*pflag.Flag
 	cmd := &cobra.Command{
-		Use:   "keygen [-o FILE] [--pq] | keygen -y [FILE]",
+		Use:   "keygen [-o FILE] [--pq] [--escrow NAME] | keygen -y [FILE]",
 		Short: "Generate an age identity, or print the recipient of one (-y)",
 		Long: `Generate a new age identity (secret key) and print its public recipient to
 stderr, as age-keygen does. With -o the identity is written to FILE with
@@ -31,21 +35,50 @@ mode 0600; an existing FILE is never overwritten.
 --pq makes a post-quantum hybrid identity (ML-KEM-768 + X25519, age v1.3);
 its recipients start age1pq1. See docs/filecrypt.md for when to choose it.
 
+With --escrow NAME the identity is generated in memory and escrowed under
+NAME (kind age-identity, state active) in the store nhscrypt escrow would
+use (see docs/escrow.md); the secret key is never written to disk or
+printed. Only the public recipient is written: to -o FILE (0644, never
+overwritten, and checked before anything is escrowed), else to stdout.
+The store flags are escrow's, except that the file store's admin
+recipient is -r/--admin-recipient (--recipient is -y here) and -i is not
+taken (keygen never reads the store).
+
 With -y, read an identity file (or stdin) and print its recipients.`,
 		Args: argsUsage(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			escrow := cmd.Flags().Changed("escrow")
+			if !escrow {
+				for _, f := range escrowFlags {
+					if f.Changed {
+						n := "--" + f.Name
+						if f.Shorthand != "" {
+							n = "-" + f.Shorthand + "/" + n
+						}
+						return usagef("%s is an escrow store flag: it needs --escrow NAME", n)
+					}
+				}
+			}
 			if opts.Convert {
+				if escrow {
+					return usagef("-y cannot be combined with --escrow")
+				}
 				return runKeygenY(g, opts, args)
 			}
 			if len(args) > 0 {
 				return usagef("keygen takes no arguments (did you mean -o %s?)", args[0])
 			}
+			if escrow {
+				return escrowError(runKeygenEscrow(cmd.Context(), g, opts, &eo))
+			}
 			return runKeygen(g, opts)
 		},
 	}
-	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "write the identity to `FILE` (0600, never overwritten)")
+	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "write the identity to `FILE` (0600, never overwritten); with --escrow, only its recipient (0644)")
 	cmd.Flags().BoolVar(&opts.PQ, "pq", false, "generate a post-quantum hybrid (ML-KEM-768 + X25519) identity")
 	cmd.Flags().BoolVarP(&opts.Convert, "recipient", "y", false, "print the recipients of an identity file")
+	cmd.Flags().StringVar(&opts.Escrow, "escrow", "", "escrow the new identity under `NAME` and write only its recipient")
+	escrowFlags = addKeygenEscrowFlags(cmd.Flags(), &eo)
 	return cmd
 }
 
