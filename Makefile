@@ -4,8 +4,8 @@ PREFIX    ?= /usr/local
 BIN       := bin/nhscrypt
 FUZZTIME  ?= 10s
 # Debian packages the tests drive for real (interop and fixtures).
-TEST_DEBS := age openssh-client cryptsetup-bin nginx-light openssl sslscan postfix dovecot-imapd dovecot-pop3d postgresql slapd ldap-utils mariadb-server vsftpd openssh-server
-BENCH_DEBS := $(TEST_DEBS) bc testssl.sh restic zstd time
+TEST_DEBS := age openssh-client cryptsetup-bin nginx-light openssl sslscan postfix dovecot-imapd dovecot-pop3d postgresql slapd ldap-utils mariadb-server vsftpd openssh-server zstd
+BENCH_DEBS := $(TEST_DEBS) bc testssl.sh restic time
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Go-built servers the tests run for real: versitygw is the S3-compatible one.
 VERSITYGW_VERSION := v1.8.0

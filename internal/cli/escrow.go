@@ -217,6 +217,9 @@ VAULT_CLIENT_CERT and VAULT_CLIENT_KEY; or --approle-role-id with
 		newEscrowListCommand(g, &opts),
 		newEscrowHistoryCommand(g, &opts),
 		newEscrowStateCommand(g, &opts),
+		newEscrowLUKSEnrollCommand(g, &opts),
+		newEscrowLUKSRotateCommand(g, &opts),
+		newEscrowVerifyCommand(g, &opts),
 	)
 	return cmd
 }

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/nhscrypt/nhscrypt/internal/testenv"
+	"github.com/nhscrypt/nhscrypt/keystore/vault/vaulttest"
+)
+
+// TestVaultScripts runs testdata/vault/*.txtar against one real Vault dev
+// server. Each script gets a path prefix of its own ($PREFIX, for host
+// $VHOST) and these tokens:
+//
+//	VAULT_ADDR, VAULT_TOKEN  the server and its root token
+//	SERVER_TOKEN             the create-only server policy of docs/escrow.md
+//	VERIFIER_TOKEN           the verifier policy of docs/escrow.md
+func TestVaultScripts(t *testing.T) {
+	srv := vaulttest.Start(t)
+	root, err := os.MkdirTemp("", "nhscrypt-vault-scripts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(root, 0o755)
+	t.Cleanup(func() { os.RemoveAll(root) })
+	var n atomic.Int64
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/vault",
+		WorkdirRoot:         root,
+		RequireExplicitExec: true,
+		Setup: func(e *testscript.Env) error {
+			e.Setenv(testenv.RequireEnv, os.Getenv(testenv.RequireEnv))
+			e.Setenv("PATH", e.Getenv("PATH")+string(filepath.ListSeparator)+"/usr/sbin:/sbin")
+			host := fmt.Sprintf("host%d", n.Add(1))
+			prefix := "nhscrypt/" + host
+			srv.WritePolicy(t, "server-"+host, fmt.Sprintf(`
+path "secret/data/%[1]s/*" {
+  capabilities = ["create"]
+}
+path "secret/metadata/%[1]s/*" {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "custom_metadata" = []
+  }
+}`, prefix))
+			srv.WritePolicy(t, "verifier-"+host, fmt.Sprintf(`
+path "secret/metadata/%[1]s/*" {
+  capabilities = ["read", "list", "update"]
+  allowed_parameters = {
+    "custom_metadata" = []
+  }
+}
+path "secret/data/%[1]s/*" {
+  capabilities = ["read", "patch"]
+}`, prefix))
+			e.Setenv("VHOST", host)
+			e.Setenv("PREFIX", prefix)
+			e.Setenv("VAULT_ADDR", srv.Addr)
+			e.Setenv("VAULT_TOKEN", srv.RootToken)
+			e.Setenv("SERVER_TOKEN", srv.Token(t, "server-"+host))
+			e.Setenv("VERIFIER_TOKEN", srv.Token(t, "verifier-"+host))
+			return nil
+		},
+		Condition: missingCondition,
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"mode":   cmdMode,
+			"notemp": cmdNoTemp,
+			"status": cmdStatus,
+		},
+	})
+}
