@@ -198,6 +198,7 @@ type escrowVerifyOptions struct {
 	Activate   bool
 	StaleAfter time.Duration
 	Root       string
+	Kinds      []string
 	backend    backendOptions
 }
 
@@ -227,9 +228,10 @@ longer opens its volume, a volume that changed UUID).`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVar(&opts.Devices, "device", nil, "check the LUKS `DEVICE` (repeatable; default: every LUKS device found)")
-	f.StringArrayVar(&opts.Repos, "repo", nil, "backup repository `URL` whose recipients the escrowed identities must match (repeatable)")
+	f.StringArrayVar(&opts.Repos, "repo", nil, "backup repository `URL` whose recipients the escrowed identities must match (repeatable; default $NHSCRYPT_REPO)")
 	f.BoolVar(&opts.Activate, "activate", false, "mark proven pending keys active, and stale pending ones that open nothing failed")
 	f.DurationVar(&opts.StaleAfter, "stale-after", lukskeys.DefaultStaleAfter, "a pending key older than `DURATION` is stale")
+	f.StringArrayVar(&opts.Kinds, "kind", nil, "check only entries of `KIND` (luks-recovery, luks-header, age-identity; repeatable)")
 	f.StringVar(&opts.Root, "root", "/", "discover devices under `DIR` (for tests and rescue systems)")
 	opts.backend.addFlags(cmd)
 	return cmd
@@ -242,8 +244,15 @@ func runEscrowVerify(ctx context.Context, g *globalOptions, eo *escrowOptions, o
 		return escrowError(err)
 	}
 	rep := &report.Report{Tool: "nhscrypt", Command: "escrow verify", Host: host, Started: time.Now().UTC()}
+	var kinds []keystore.Kind
+	for _, k := range opts.Kinds {
+		if !keystore.Kind(k).Valid() {
+			return usagef("unknown --kind %q: use luks-recovery, luks-header or age-identity", k)
+		}
+		kinds = append(kinds, keystore.Kind(k))
+	}
 	devices := opts.Devices
-	if len(devices) == 0 {
+	if len(devices) == 0 && (len(kinds) == 0 || slices.Contains(kinds, keystore.KindLUKSRecovery)) {
 		sys, err := luks.Discover(ctx, opts.Root)
 		if err != nil {
 			return permissionHint(fmt.Errorf("discovering disks under %q: %w", opts.Root, err))
@@ -252,8 +261,12 @@ func runEscrowVerify(ctx context.Context, g *globalOptions, eo *escrowOptions, o
 			devices = append(devices, filepath.Join(opts.Root, d))
 		}
 	}
+	repos := opts.Repos
+	if len(repos) == 0 && os.Getenv("NHSCRYPT_REPO") != "" {
+		repos = []string{os.Getenv("NHSCRYPT_REPO")}
+	}
 	var recipients []string
-	for _, u := range opts.Repos {
+	for _, u := range repos {
 		b, _, err := openBackend(ctx, u, &opts.backend)
 		if err != nil {
 			return err
@@ -269,7 +282,7 @@ func runEscrowVerify(ctx context.Context, g *globalOptions, eo *escrowOptions, o
 		recipients = slices.Compact(recipients)
 	}
 	e := &lukskeys.Enroller{Store: store, Host: host, Version: Version()}
-	fs, err := e.Verify(ctx, lukskeys.VerifyRequest{Devices: devices, Recipients: recipients, Activate: opts.Activate, StaleAfter: opts.StaleAfter})
+	fs, err := e.Verify(ctx, lukskeys.VerifyRequest{Devices: devices, Recipients: recipients, Kinds: kinds, Activate: opts.Activate, StaleAfter: opts.StaleAfter})
 	if err != nil {
 		return permissionHint(escrowError(err))
 	}

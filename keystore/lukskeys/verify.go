@@ -33,6 +33,8 @@ type VerifyRequest struct {
 	// StaleAfter: a pending entry older than this is stale (default
 	// DefaultStaleAfter).
 	StaleAfter time.Duration
+	// Kinds, if set, limits the check to entries of these kinds.
+	Kinds []keystore.Kind
 	// Activate marks pending recovery keys that are proven to open their
 	// keyslot active, and stale pending ones that open nothing failed.
 	Activate bool
@@ -84,6 +86,9 @@ func (e *Enroller) Verify(ctx context.Context, req VerifyRequest) ([]report.Find
 	}
 	var keys []keystore.Key
 	for _, k := range all {
+		if len(req.Kinds) > 0 && !slices.Contains(req.Kinds, k.Kind) {
+			continue
+		}
 		if e.Host == "" || k.Host == "" || k.Host == e.Host {
 			keys = append(keys, k)
 		}
