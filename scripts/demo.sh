@@ -63,4 +63,24 @@ echo "a second run stores only what changed:"
 "$nhscrypt" backup restore latest --repo "$work/backup-repo" --state-dir "$work/backup-state" --target restored -i key.txt
 diff -r records/clinic-a "restored$work/records/clinic-a" && echo "restored tree identical"
 
+step "9. key escrow in the local store (age-encrypted to the admin key): a backup identity"
+# On a fleet, set VAULT_ADDR and the same commands use HashiCorp Vault.
+escrow=(--store file --dir "$work/escrow")
+"$nhscrypt" keygen --escrow backup-identity "${escrow[@]}" -R <(echo "$recipient") -o backup.pub
+"$nhscrypt" escrow list "${escrow[@]}"
+"$nhscrypt" backup init --repo "$work/escrowed-repo" --state-dir "$work/backup-state" -R backup.pub
+"$nhscrypt" escrow verify "${escrow[@]}" -i key.txt --kind age-identity --repo "$work/escrowed-repo"
+
+if command -v cryptsetup >/dev/null 2>&1 || [ -x /usr/sbin/cryptsetup ] || [ -x /sbin/cryptsetup ]; then
+	export PATH=$PATH:/usr/sbin:/sbin
+	step "10. a LUKS recovery key: escrowed, added to a keyslot, proven, then verified"
+	printf 'demo boot passphrase' > boot.key
+	truncate -s 20M disk.img
+	cryptsetup luksFormat -q --type luks2 --pbkdf argon2id --pbkdf-memory 65536 --pbkdf-force-iterations 4 --key-file boot.key disk.img
+	"$nhscrypt" escrow luks-enroll "${escrow[@]}" -R <(echo "$recipient") --device disk.img --key-file boot.key --name disk-recovery --state-dir "$work/enroll-state"
+	"$nhscrypt" escrow verify "${escrow[@]}" -i key.txt --device disk.img --kind luks-recovery || true
+	echo "restore drill: the escrowed key opens the volume (cryptsetup open --test-passphrase):"
+	"$nhscrypt" escrow get "${escrow[@]}" -i key.txt disk-recovery -o - | cryptsetup open --test-passphrase --key-file - --key-slot 1 disk.img && echo "recovery key opens keyslot 1"
+fi
+
 printf '\nDemo files are in %s\n' "$work"

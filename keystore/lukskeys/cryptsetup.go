@@ -53,7 +53,8 @@ func PBKDFFor(hdr *luks.Header, model int, p luks.Policy) PBKDF {
 		case "pbkdf2":
 			out = PBKDF{Type: "pbkdf2", Hash: k.Hash, Iterations: max(k.Iterations, p.MinPBKDF2Iterations, 1000)}
 		case "argon2i", "argon2id":
-			out = PBKDF{Type: k.Type, Iterations: max(k.Time, p.MinArgon2Time, 1),
+			// cryptsetup refuses an argon2 time cost below 4.
+			out = PBKDF{Type: k.Type, Iterations: max(k.Time, p.MinArgon2Time, 4),
 				MemoryKiB: max(k.Memory, p.MinArgon2MemoryKiB, 32), Parallel: max(k.CPUs, 1)}
 		}
 	}

@@ -599,8 +599,18 @@ func TestVerify(t *testing.T) {
 			t.Errorf("all good: findings %v", findingIDs(fs))
 		}
 	}
-	if r := (report.Report{Findings: fs}); r.ExitCode() != 0 {
+	if r := (report.Report{Findings: fs}); r.ExitCode() != 0 || hasFinding(fs, FindHeaderMissing, "") {
 		t.Errorf("all good: exit %d, findings %v", r.ExitCode(), findingIDs(fs))
+	}
+	// Limited to recovery keys, the escrowed headers still count.
+	fs, err = e.Verify(ctx, VerifyRequest{Devices: []string{good.path}, Kinds: []keystore.Kind{keystore.KindLUKSRecovery}})
+	if err != nil || !hasFinding(fs, FindKeyOK, good.path) || hasFinding(fs, FindHeaderMissing, "") {
+		t.Errorf("--kind luks-recovery: %v %v", err, findingIDs(fs))
+	}
+	// Limited to identities, volumes are not judged.
+	fs, err = e.Verify(ctx, VerifyRequest{Devices: []string{bare.path}, Kinds: []keystore.Kind{keystore.KindAgeIdentity}})
+	if err != nil || len(fs) != 0 {
+		t.Errorf("--kind age-identity: %v %v", err, findingIDs(fs))
 	}
 
 	// Break things: the recovery keyslot of one volume is removed; another

@@ -85,7 +85,11 @@ func (e *Enroller) Verify(ctx context.Context, req VerifyRequest) ([]report.Find
 		return nil, fmt.Errorf("listing escrowed keys: %w", err)
 	}
 	var keys []keystore.Key
+	headers := map[string]bool{} // UUID → an active header backup exists
 	for _, k := range all {
+		if k.Kind == keystore.KindLUKSHeader && k.State == keystore.StateActive && (e.Host == "" || k.Host == "" || k.Host == e.Host) {
+			headers[k.LUKSUUID] = true
+		}
 		if len(req.Kinds) > 0 && !slices.Contains(req.Kinds, k.Kind) {
 			continue
 		}
@@ -120,7 +124,6 @@ func (e *Enroller) Verify(ctx context.Context, req VerifyRequest) ([]report.Find
 	var out []report.Finding
 	add := func(f report.Finding) { out = append(out, f) }
 	escrowed := map[string][]int{} // UUID → keyslots with an active or pending key
-	headers := map[string]bool{}   // UUID → an active header backup exists
 	now := e.now()
 
 	for _, k := range keys {
@@ -133,10 +136,6 @@ func (e *Enroller) Verify(ctx context.Context, req VerifyRequest) ([]report.Find
 				Remedy:  "the next state change repairs it; nhscrypt escrow history " + k.Name + " shows the stored states"})
 		}
 		switch k.Kind {
-		case keystore.KindLUKSHeader:
-			if k.State == keystore.StateActive {
-				headers[k.LUKSUUID] = true
-			}
 		case keystore.KindLUKSRecovery:
 			if k.State != keystore.StateActive && k.State != keystore.StatePending && k.State != keystore.StateUnknown {
 				continue
@@ -162,7 +161,11 @@ func (e *Enroller) Verify(ctx context.Context, req VerifyRequest) ([]report.Find
 	}
 
 	// Every volume asked about: escrowed, every keyslot accounted for.
-	for _, d := range req.Devices {
+	devices := req.Devices
+	if len(req.Kinds) > 0 && !slices.Contains(req.Kinds, keystore.KindLUKSRecovery) {
+		devices = nil
+	}
+	for _, d := range devices {
 		v := vols[d]
 		uuid := v.hdr.UUID()
 		slots := escrowed[uuid]
