@@ -65,7 +65,15 @@ func (e *Enroller) loadJournal(uuid string) (*journal, error) {
 		return nil, fmt.Errorf("reading the enrolment journal: %w", err)
 	}
 	var j journal
-	if err := json.Unmarshal(data, &j); err != nil || j.Name == "" || j.UUID != uuid {
+	valid := func() bool {
+		switch j.Phase {
+		case phaseEscrow, phaseAdd, phaseActivate, phaseRollback:
+		default:
+			return false
+		}
+		return j.Name != "" && j.UUID == uuid && j.Keyslot >= 0 && j.Keyslot < 32 && j.Device != ""
+	}
+	if err := json.Unmarshal(data, &j); err != nil || !valid() {
 		return nil, fmt.Errorf("the enrolment journal %q is damaged; check the escrow entries of this volume and remove it", journalPath(e.StateDir, uuid))
 	}
 	return &j, nil
