@@ -36,6 +36,11 @@ type Escrow interface {
 	// exists (in any state): an entry is never overwritten. It fills in
 	// Fingerprint (always computed from secret), Created (if zero) and
 	// State (StatePending if empty) and returns the stored Key.
+	//
+	// Put and SetState return a non-nil Key together with an error when
+	// the change was made but something secondary failed (such as
+	// vault.MetadataError): callers treat the change as done and report
+	// the error as a warning.
 	Put(ctx context.Context, k Key, secret []byte) (*Key, error)
 	// Get returns the entry's current metadata and its secret. The
 	// caller should clear the secret after use. It fails with ErrNotFound

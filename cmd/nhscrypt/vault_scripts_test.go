@@ -38,26 +38,8 @@ func TestVaultScripts(t *testing.T) {
 			e.Setenv("PATH", e.Getenv("PATH")+string(filepath.ListSeparator)+"/usr/sbin:/sbin")
 			host := fmt.Sprintf("host%d", n.Add(1))
 			prefix := "nhscrypt/" + host
-			srv.WritePolicy(t, "server-"+host, fmt.Sprintf(`
-path "secret/data/%[1]s/*" {
-  capabilities = ["create"]
-}
-path "secret/metadata/%[1]s/*" {
-  capabilities = ["update"]
-  allowed_parameters = {
-    "custom_metadata" = []
-  }
-}`, prefix))
-			srv.WritePolicy(t, "verifier-"+host, fmt.Sprintf(`
-path "secret/metadata/%[1]s/*" {
-  capabilities = ["read", "list", "update"]
-  allowed_parameters = {
-    "custom_metadata" = []
-  }
-}
-path "secret/data/%[1]s/*" {
-  capabilities = ["read", "patch"]
-}`, prefix))
+			srv.WritePolicy(t, "server-"+host, vaulttest.ServerPolicy(prefix))
+			srv.WritePolicy(t, "verifier-"+host, vaulttest.VerifierPolicy(prefix))
 			e.Setenv("VHOST", host)
 			e.Setenv("PREFIX", prefix)
 			e.Setenv("VAULT_ADDR", srv.Addr)

@@ -12,17 +12,7 @@ import (
 )
 
 // Policy of a server that may only escrow new keys (docs/escrow.md).
-const escrowServerPolicy = `
-path "secret/data/nhscrypt/db1/*" {
-  capabilities = ["create"]
-}
-path "secret/metadata/nhscrypt/db1/*" {
-  capabilities = ["update"]
-  allowed_parameters = {
-    "custom_metadata" = []
-  }
-}
-`
+var escrowServerPolicy = vaulttest.ServerPolicy("nhscrypt/db1")
 
 // vaultEnv points the vault CLI variables at srv, with no token.
 func vaultEnv(t *testing.T, srv *vaulttest.Server) {

@@ -253,6 +253,10 @@ func (e *Enroller) enroll(ctx context.Context, req EnrollRequest) (*Result, []by
 		Name: name, Kind: keystore.KindLUKSRecovery, Host: e.Host, Device: req.Device, LUKSUUID: uuid,
 		Keyslot: keystore.Slot(slot), NhscryptVersion: e.Version, State: keystore.StatePending,
 	}, key)
+	if k != nil && err != nil { // stored; something secondary failed
+		res.Warnings = append(res.Warnings, err.Error())
+		err = nil
+	}
 	if err != nil {
 		if errors.Is(err, keystore.ErrExists) || errors.Is(err, keystore.ErrPermission) {
 			// Certainly not written by us: nothing to undo.
@@ -328,6 +332,10 @@ func (e *Enroller) finish(ctx context.Context, res *Result, k *keystore.Key, hdr
 	res.State = k.State
 	if k.State == keystore.StatePending {
 		k2, err := e.Store.SetState(ctx, k.Name, k.Revision, keystore.StateActive)
+		if k2 != nil && err != nil { // changed; something secondary failed
+			res.Warnings = append(res.Warnings, err.Error())
+			err = nil
+		}
 		switch {
 		case errors.Is(err, keystore.ErrPermission):
 			res.Warnings = append(res.Warnings, fmt.Sprintf("the key is proven but this host may not change escrow entries, so %s stays pending until a verifier activates it (nhscrypt escrow verify --activate)", k.Name))
@@ -370,12 +378,12 @@ func (e *Enroller) escrowHeader(ctx context.Context, device string, hdr *luks.He
 		return "", fmt.Errorf("it is %d bytes compressed, more than the %d an escrow entry may hold; keep one with nhscrypt luks backup-header", len(b), limit)
 	}
 	name := HeaderName(keyName)
-	_, err = e.Store.Put(ctx, keystore.Key{
+	hk, err := e.Store.Put(ctx, keystore.Key{
 		Name: name, Kind: keystore.KindLUKSHeader, Host: e.Host, Device: device, LUKSUUID: hdr.UUID(),
 		NhscryptVersion: e.Version, State: keystore.StateActive,
 	}, b)
-	if errors.Is(err, keystore.ErrExists) {
-		return name, nil // a resumed run escrowed it before
+	if errors.Is(err, keystore.ErrExists) || hk != nil {
+		return name, nil // a resumed run escrowed it before, or it is stored
 	}
 	return name, err
 }
@@ -464,8 +472,8 @@ func (e *Enroller) markFailed(ctx context.Context, k *keystore.Key) error {
 		if k.State == keystore.StateFailed || k.State == keystore.StateRetired {
 			return nil
 		}
-		_, err := e.Store.SetState(ctx, k.Name, k.Revision, keystore.StateFailed)
-		if err == nil {
+		k2, err := e.Store.SetState(ctx, k.Name, k.Revision, keystore.StateFailed)
+		if err == nil || k2 != nil {
 			return e.step(StepMarkFailed, k.Name)
 		}
 		if !errors.Is(err, keystore.ErrConflict) {

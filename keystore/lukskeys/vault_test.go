@@ -14,29 +14,9 @@ import (
 )
 
 // The server and verifier policies of docs/escrow.md, for host db1.
-const (
-	serverPolicy = `
-path "secret/data/nhscrypt/db1/*" {
-  capabilities = ["create"]
-}
-path "secret/metadata/nhscrypt/db1/*" {
-  capabilities = ["update"]
-  allowed_parameters = {
-    "custom_metadata" = []
-  }
-}
-`
-	verifierPolicy = `
-path "secret/metadata/nhscrypt/db1/*" {
-  capabilities = ["read", "list", "update"]
-  allowed_parameters = {
-    "custom_metadata" = []
-  }
-}
-path "secret/data/nhscrypt/db1/*" {
-  capabilities = ["read", "patch"]
-}
-`
+var (
+	serverPolicy   = vaulttest.ServerPolicy("nhscrypt/db1")
+	verifierPolicy = vaulttest.VerifierPolicy("nhscrypt/db1")
 )
 
 func TestVaultEnrollVerifyRotate(t *testing.T) {
@@ -207,4 +187,34 @@ func TestVaultCreateOnly(t *testing.T) {
 	if got := activeSlots(t, v.path); !slices.Equal(got, []int{0, 1, 2}) {
 		t.Errorf("keyslots after a bad token %v", got)
 	}
+}
+
+// A store that stores the entry but cannot update its listed metadata
+// (a policy with create on the data path only) returns the key with an
+// error: the enrolment goes on, with a warning.
+func TestVaultMetadataRefused(t *testing.T) {
+	srv := vaulttest.Start(t)
+	srv.WritePolicy(t, "data-only", `
+path "secret/data/nhscrypt/db1/*" {
+  capabilities = ["create"]
+}`)
+	v := makeVolume(t, 2)
+	s := vaultStore(t, srv, srv.Token(t, "data-only"))
+	e := newEnroller(t, s)
+	res, err := e.Enroll(context.Background(), EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1, Name: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.State != keystore.StatePending || !slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "listed metadata was not updated") }) {
+		t.Errorf("result %+v", res)
+	}
+	// The verifier sees it (its state unknown in the listing), proves and
+	// activates it, which repairs the listing.
+	root := vaultStore(t, srv, srv.RootToken)
+	fs, err := newEnroller(t, root).Verify(context.Background(), VerifyRequest{Devices: []string{v.path}, Activate: true})
+	if err != nil || !hasFinding(fs, FindUnknownListing, "k") {
+		t.Fatalf("verify: %v %v", err, findingIDs(fs))
+	}
+	res.State = keystore.StateActive
+	checkEnrolled(t, root, v, res, []int{0, 1})
 }

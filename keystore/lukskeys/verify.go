@@ -131,6 +131,11 @@ func (e *Enroller) Verify(ctx context.Context, req VerifyRequest) ([]report.Find
 			return nil, err
 		}
 		if k.State == keystore.StateUnknown {
+			// The listing lags: take the stored metadata.
+			if cur, secret, err := e.Store.Get(ctx, k.Name); err == nil {
+				clear(secret)
+				k = *cur
+			}
 			add(report.Finding{ID: FindUnknownListing, Severity: report.Warn, Subject: k.Name,
 				Message: "the listed state lags behind the stored one (a writer stopped between two updates)",
 				Remedy:  "the next state change repairs it; nhscrypt escrow history " + k.Name + " shows the stored states"})
@@ -235,7 +240,7 @@ func (e *Enroller) verifyRecovery(ctx context.Context, k keystore.Key, req Verif
 	subject = v.path
 	ev["device"] = v.path
 
-	_, secret, err := e.Store.Get(ctx, k.Name)
+	cur, secret, err := e.Store.Get(ctx, k.Name)
 	if err != nil {
 		var fe *keystore.FingerprintError
 		if errors.As(err, &fe) {
@@ -247,6 +252,12 @@ func (e *Enroller) verifyRecovery(ctx context.Context, k keystore.Key, req Verif
 		return 0, false, nil, fmt.Errorf("reading escrowed key %s: %w", k.Name, err)
 	}
 	defer clear(secret)
+	// The stored state and revision, not the listing's (which can lag).
+	k.State, k.Revision = cur.State, cur.Revision
+	ev["state"] = string(k.State)
+	if k.State != keystore.StateActive && k.State != keystore.StatePending {
+		return slot, false, nil, nil
+	}
 	opens := false
 	var why string
 	switch {
@@ -266,7 +277,7 @@ func (e *Enroller) verifyRecovery(ctx context.Context, k keystore.Key, req Verif
 	old := now.Sub(k.Created) > stale
 	switch {
 	case opens && k.State == keystore.StatePending && req.Activate:
-		if _, err := e.Store.SetState(ctx, k.Name, k.Revision, keystore.StateActive); err != nil {
+		if k2, err := e.Store.SetState(ctx, k.Name, k.Revision, keystore.StateActive); err != nil && k2 == nil {
 			return 0, false, nil, fmt.Errorf("activating proven key %s: %w", k.Name, err)
 		}
 		out = append(out, report.Finding{ID: FindActivated, Severity: report.Info, Subject: subject,
@@ -289,7 +300,7 @@ func (e *Enroller) verifyRecovery(ctx context.Context, k keystore.Key, req Verif
 			Evidence: ev})
 		return slot, false, out, nil
 	case k.State == keystore.StatePending && req.Activate:
-		if _, err := e.Store.SetState(ctx, k.Name, k.Revision, keystore.StateFailed); err != nil {
+		if k2, err := e.Store.SetState(ctx, k.Name, k.Revision, keystore.StateFailed); err != nil && k2 == nil {
 			return 0, false, nil, fmt.Errorf("marking stale key %s failed: %w", k.Name, err)
 		}
 		out = append(out, report.Finding{ID: FindMarkedFailed, Severity: report.Info, Subject: subject,

@@ -55,19 +55,14 @@ func TestConformance(t *testing.T) {
 }
 
 // The policies of docs/escrow.md, for host "db1".
-const (
+var (
 	// serverPolicy: escrow new keys only.
-	serverPolicy = `
-path "secret/data/nhscrypt/db1/*" {
-  capabilities = ["create"]
-}
-path "secret/metadata/nhscrypt/db1/*" {
-  capabilities = ["update"]
-  allowed_parameters = {
-    "custom_metadata" = []
-  }
-}
-`
+	serverPolicy = vaulttest.ServerPolicy("nhscrypt/db1")
+	// verifierPolicy: read everything of the host, change states.
+	verifierPolicy = vaulttest.VerifierPolicy("nhscrypt/db1")
+)
+
+const (
 	// listerPolicy: list and read metadata, never a secret.
 	listerPolicy = `
 path "secret/metadata/nhscrypt/db1/*" {
@@ -84,18 +79,6 @@ path "secret/metadata/nhscrypt/db1/*" {
 }
 path "secret/data/nhscrypt/db1/*" {
   capabilities = ["patch"]
-}
-`
-	// verifierPolicy: read everything of the host, change states.
-	verifierPolicy = `
-path "secret/metadata/nhscrypt/db1/*" {
-  capabilities = ["read", "list", "update"]
-  allowed_parameters = {
-    "custom_metadata" = []
-  }
-}
-path "secret/data/nhscrypt/db1/*" {
-  capabilities = ["read", "patch"]
 }
 `
 )

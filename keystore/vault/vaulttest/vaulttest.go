@@ -337,3 +337,36 @@ func (s *Server) Unseal(t testing.TB) {
 		t.Fatalf("unsealing vault: %v (sealed %v)", err, st != nil && st.Sealed)
 	}
 }
+
+// ServerPolicy is the create-only server policy of docs/escrow.md for the
+// entries under prefix of the KV mount "secret": escrow new entries and
+// set their custom metadata, nothing else.
+func ServerPolicy(prefix string) string {
+	return fmt.Sprintf(`
+path "secret/data/%[1]s/*" {
+  capabilities = ["create"]
+}
+path "secret/metadata/%[1]s/*" {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "custom_metadata" = []
+  }
+}
+`, prefix)
+}
+
+// VerifierPolicy is the verifier policy of docs/escrow.md for the entries
+// under prefix: read and list everything, change states.
+func VerifierPolicy(prefix string) string {
+	return fmt.Sprintf(`
+path "secret/metadata/%[1]s/*" {
+  capabilities = ["read", "list", "update"]
+  allowed_parameters = {
+    "custom_metadata" = []
+  }
+}
+path "secret/data/%[1]s/*" {
+  capabilities = ["read", "patch"]
+}
+`, prefix)
+}
