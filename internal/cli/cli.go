@@ -9,12 +9,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/nhscrypt/nhscrypt/internal/atomicfile"
+	"github.com/nhscrypt/nhscrypt/keystore/lukskeys"
 )
 
 // globalOptions are the flags every command has.
@@ -45,6 +47,14 @@ func Main() int {
 		select {
 		case <-done:
 		case <-time.After(interruptGrace):
+			// A command undoing a half-done header change finishes it.
+			for uninterruptible.Load() > 0 {
+				select {
+				case <-done:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
 			atomicfile.RemovePending()
 			fmt.Fprintln(os.Stderr, "nhscrypt: error: interrupted")
 			os.Exit(ExitInterrupted)
@@ -52,6 +62,11 @@ func Main() int {
 	}()
 	return Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 }
+
+// uninterruptible counts running sections that an interrupt must let
+// finish (an enrolment rolling back a keyslot): the grace below waits for
+// them. They still see the cancelled context and stop as soon as they can.
+var uninterruptible atomic.Int32
 
 // interruptGrace is how long an interrupted command may take to stop by
 // itself before it is ended.
@@ -85,7 +100,9 @@ func printError(w io.Writer, err error, code int) {
 	if err == nil || errors.As(err, &ee) {
 		return
 	}
-	if code == ExitInterrupted {
+	var enr *lukskeys.EnrollError
+	if code == ExitInterrupted && !errors.As(err, &enr) {
+		// What an interrupted enrolment undid (or left) must be said.
 		fmt.Fprintln(w, "nhscrypt: error: interrupted")
 		return
 	}

@@ -113,6 +113,8 @@ to disk: get it from escrow (nhscrypt escrow get NAME).`,
 			if err != nil {
 				return err
 			}
+			uninterruptible.Add(1)
+			defer uninterruptible.Add(-1)
 			res, err := e.Enroll(cmd.Context(), req)
 			return printEnrollResult(g, "enrolled", res, err)
 		},
@@ -141,6 +143,8 @@ escrow (with the file store, -i).`,
 			if err != nil {
 				return err
 			}
+			uninterruptible.Add(1)
+			defer uninterruptible.Add(-1)
 			res, err := e.Rotate(cmd.Context(), lukskeys.RotateRequest{EnrollRequest: req, Old: opts.Old})
 			return printEnrollResult(g, "rotated", res, err)
 		},

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/nhscrypt/nhscrypt/luks"
 )
@@ -84,20 +85,25 @@ func (e *CryptsetupError) Error() string {
 func (e *CryptsetupError) Unwrap() error { return e.Err }
 
 // cryptsetup runs the cryptsetup binary at path (default: "cryptsetup" on
-// PATH) with args in batch mode, stdin as its standard input.
+// PATH) with args in batch mode, stdin as its standard input. A header
+// write is never cut short: cryptsetup runs in a process group of its own
+// (a Ctrl-C at the terminal does not reach it) and is not killed when ctx
+// is cancelled; the caller sees the cancellation at its next step, and
+// undoes what cryptsetup did.
 func cryptsetup(ctx context.Context, path string, stdin []byte, args ...string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if path == "" {
 		path = "cryptsetup"
 	}
 	all := append([]string{"--batch-mode"}, args...)
-	cmd := exec.CommandContext(ctx, path, all...)
+	cmd := exec.Command(path, all...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stdin = bytes.NewReader(stdin)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
 		code := -1
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {

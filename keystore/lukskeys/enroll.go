@@ -309,6 +309,9 @@ func (e *Enroller) enroll(ctx context.Context, req EnrollRequest) (*Result, []by
 
 // prove re-reads the header of device and tests key on slot.
 func (e *Enroller) prove(ctx context.Context, device, uuid string, key []byte, slot int) (*luks.Header, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	hdr, err := luks.ParseFile(device)
 	if err != nil {
 		return nil, err
@@ -320,6 +323,9 @@ func (e *Enroller) prove(ctx context.Context, device, uuid string, key []byte, s
 		return nil, fmt.Errorf("%q has no active keyslot %d", device, slot)
 	}
 	if _, err := luks.TestKey(ctx, device, hdr, key, slot); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, fmt.Errorf("the new recovery key does not open keyslot %d of %q: %w", slot, device, err)
 	}
 	return hdr, nil
