@@ -93,10 +93,13 @@ func TestKey(ctx context.Context, path string, hdr *Header, key []byte, slot int
 func tryKeyslot(dev luksgo.Device, path string, hdr *Header, s int, key []byte) (*KeyTestResult, error) {
 	if mem := argon2MemoryKiB(hdr, s); mem > 32<<10 && mem <= maxArgon2MemoryKiB {
 		warmHeap(mem << 10)
-		// The memory is garbage once tried: give it back at once, so
-		// that trying several keyslots, or keys one after another,
-		// never holds two.
-		defer debug.FreeOSMemory()
+		if mem >= 256<<10 {
+			// The memory is garbage once tried: give it back at once,
+			// so that trying several keyslots, or keys one after
+			// another, never holds two. (Smaller buffers are left for
+			// the next test to reuse.)
+			defer debug.FreeOSMemory()
+		}
 	}
 	if dev != nil && (hdr.LUKS2 == nil || hdr.LUKS2.MetadataFrom == "primary") {
 		_, err := dev.UnsealVolume(s, key) // the Volume holds the key: drop it
