@@ -2,16 +2,8 @@ package lukskeys
 
 import (
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
-	"filippo.io/age"
-
-	"github.com/nhscrypt/nhscrypt/internal/testenv"
-	"github.com/nhscrypt/nhscrypt/keystore"
-	"github.com/nhscrypt/nhscrypt/keystore/file"
 	"github.com/nhscrypt/nhscrypt/luks"
 )
 
@@ -25,49 +17,12 @@ import (
 // 64 MiB, so each key test is one argon2id derivation of 64 MiB, time 4,
 // one lane.
 
-// makeVolume, fileStore and newEnroller take a *testing.T; these are the
-// same for a benchmark.
-
-func benchVolume(b *testing.B) testVolume {
-	b.Helper()
-	cs := testenv.Tool(b, "cryptsetup")
-	dir := b.TempDir()
-	v := testVolume{path: filepath.Join(dir, "disk.img"), keyFile: filepath.Join(dir, "existing.key")}
-	if err := os.WriteFile(v.keyFile, []byte(existingPass), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(v.path, nil, 0o600); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.Truncate(v.path, 20<<20); err != nil {
-		b.Fatal(err)
-	}
-	args := append([]string{"luksFormat", "--batch-mode", "--key-file", v.keyFile}, kdfArgs[2]...)
-	if out, err := exec.Command(cs, append(args, v.path)...).CombinedOutput(); err != nil {
-		b.Fatalf("cryptsetup luksFormat: %v\n%s", err, out)
-	}
-	return v
-}
-
-func benchFileStore(b *testing.B) keystore.Escrow {
-	b.Helper()
-	admin, err := age.GenerateX25519Identity()
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := file.Open(b.TempDir(), file.Options{Recipients: []age.Recipient{admin.Recipient()}, Identities: []age.Identity{admin}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return s
-}
-
 // benchEnrolled returns an enroller over a file store and a LUKS2 volume
 // with an escrowed, active recovery key (and header backup).
 func benchEnrolled(b *testing.B) (*Enroller, testVolume, *Result) {
 	b.Helper()
-	v := benchVolume(b)
-	e := &Enroller{Store: benchFileStore(b), Host: "db1", StateDir: b.TempDir(), Version: "bench"}
+	v := makeVolume(b, 2)
+	e := newEnroller(b, fileStore(b))
 	res, err := e.Enroll(context.Background(), EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1})
 	if err != nil {
 		b.Fatal(err)

@@ -39,7 +39,7 @@ var kdfArgs = map[int][]string{
 	2: {"--type", "luks2", "--pbkdf", "argon2id", "--pbkdf-force-iterations", "4", "--pbkdf-memory", "32768", "--pbkdf-parallel", "1"},
 }
 
-func makeVolume(t *testing.T, version int) testVolume {
+func makeVolume(t testing.TB, version int) testVolume {
 	t.Helper()
 	cs := testenv.Tool(t, "cryptsetup")
 	dir := t.TempDir()
@@ -77,7 +77,7 @@ func activeSlots(t *testing.T, device string) []int {
 	return h.ActiveSlots()
 }
 
-func fileStore(t *testing.T) keystore.Escrow {
+func fileStore(t testing.TB) keystore.Escrow {
 	t.Helper()
 	admin, err := age.GenerateX25519Identity()
 	if err != nil {
@@ -103,7 +103,7 @@ func vaultStore(t *testing.T, srv *vaulttest.Server, token string) keystore.Escr
 	return s
 }
 
-func newEnroller(t *testing.T, s keystore.Escrow) *Enroller {
+func newEnroller(t testing.TB, s keystore.Escrow) *Enroller {
 	return &Enroller{Store: s, Host: "db1", StateDir: t.TempDir(), Version: "test"}
 }
 
