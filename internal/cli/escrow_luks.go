@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -169,7 +168,7 @@ func printEnrollResult(g *globalOptions, verb string, res *lukskeys.Result, err 
 		return json.NewEncoder(g.stdout).Encode(struct {
 			MessageType string `json:"message_type"`
 			*lukskeys.Result
-		}{"luks_" + strings.TrimSuffix(verb, "ed") + "_result", res})
+		}{map[string]string{"enrolled": "luks_enroll_result", "rotated": "luks_rotate_result"}[verb], res})
 	}
 	switch res.Resumed {
 	case "finished":
