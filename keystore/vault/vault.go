@@ -39,6 +39,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -145,6 +146,9 @@ func (e *MetadataError) Error() string {
 }
 
 func (e *MetadataError) Unwrap() error { return e.Err }
+
+// listConcurrency is how many metadata reads List has in flight.
+const listConcurrency = 8
 
 // Put implements keystore.Escrow. See MetadataError.
 func (s *Store) Put(ctx context.Context, k keystore.Key, secret []byte) (*keystore.Key, error) {
@@ -290,21 +294,52 @@ func (s *Store) List(ctx context.Context) ([]keystore.Key, error) {
 		return keys, nil
 	}
 	raw, _ := sec.Data["keys"].([]any)
+	var names []string
 	for _, r := range raw {
 		name, _ := r.(string)
 		if strings.HasSuffix(name, "/") || keystore.ValidName(name) != nil {
 			continue // a sub-folder, or not one of ours
 		}
-		md, err := s.c.KVv2(s.mount).GetMetadata(ctx, s.path(name))
-		if err != nil {
-			err = classify(err)
-			if errors.Is(err, keystore.ErrNotFound) {
-				continue // removed meanwhile by Vault's own tools
+		names = append(names, name)
+	}
+	// One metadata read per entry, listConcurrency at a time.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	found := make([]*keystore.Key, len(names))
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, listConcurrency)
+	var wg sync.WaitGroup
+	for i, name := range names {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			md, err := s.c.KVv2(s.mount).GetMetadata(ctx, s.path(name))
+			if err != nil {
+				err = classify(err)
+				if !errors.Is(err, keystore.ErrNotFound) { // else removed meanwhile by Vault's own tools
+					errs[i] = fmt.Errorf("escrow %q: reading %s: %w", name, s.metaPath(name), err)
+					cancel()
+				}
+				return
 			}
-			return nil, fmt.Errorf("escrow %q: reading %s: %w", name, s.metaPath(name), err)
+			k, _ := keyFromCustom(name, md)
+			found[i] = &k
+		}()
+	}
+	wg.Wait()
+	for i := range names {
+		if errs[i] != nil && !errors.Is(errs[i], context.Canceled) {
+			return nil, errs[i]
 		}
-		k, _ := keyFromCustom(name, md)
-		keys = append(keys, k)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for _, k := range found {
+		if k != nil {
+			keys = append(keys, *k)
+		}
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i].Name < keys[j].Name })
 	return keys, nil
