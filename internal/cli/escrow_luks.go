@@ -173,6 +173,8 @@ func printEnrollResult(g *globalOptions, verb string, res *lukskeys.Result, err 
 	switch res.Resumed {
 	case "finished":
 		fmt.Fprintf(g.stderr, "nhscrypt: finished the interrupted enrolment %s\n", res.ResumedName)
+	case "left-pending":
+		fmt.Fprintf(g.stderr, "nhscrypt: left the interrupted enrolment %s pending for a verifier\n", res.ResumedName)
 	case "rolled-back":
 		fmt.Fprintf(g.stderr, "nhscrypt: rolled back the interrupted enrolment %s\n", res.ResumedName)
 	}

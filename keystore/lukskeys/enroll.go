@@ -84,8 +84,10 @@ type Result struct {
 	// Header is the escrowed header backup's entry, if one was made.
 	Header string `json:"header,omitempty"`
 	// Resumed says what became of an earlier interrupted enrolment of the
-	// volume: "finished" (then this result is that enrolment) or
-	// "rolled-back" (then a new one was made).
+	// volume: "finished" (then this result is that enrolment),
+	// "left-pending" (its keyslot is filled but this host cannot read the
+	// key back to prove it: this result is that enrolment, pending, for a
+	// verifier to activate) or "rolled-back" (then a new one was made).
 	Resumed     string `json:"resumed,omitempty"`
 	ResumedName string `json:"resumed_name,omitempty"`
 	// Retired lists the entries a rotation retired, and Removed the
@@ -168,7 +170,8 @@ func HeaderName(name string) string {
 // create-only policy), the proven key stays pending, with a warning, until
 // a verifier with more rights activates it (Verify with Activate).
 func (e *Enroller) Enroll(ctx context.Context, req EnrollRequest) (*Result, error) {
-	res, _, err := e.enroll(ctx, req)
+	res, key, err := e.enroll(ctx, req)
+	clear(key)
 	return res, err
 }
 
@@ -202,7 +205,7 @@ func (e *Enroller) enroll(ctx context.Context, req EnrollRequest) (*Result, []by
 		if err != nil {
 			return nil, nil, err
 		}
-		if prev.Resumed == "finished" {
+		if prev.Resumed == "finished" || prev.Resumed == "left-pending" {
 			return prev, key, nil
 		}
 		clear(key)
@@ -261,8 +264,11 @@ func (e *Enroller) enroll(ctx context.Context, req EnrollRequest) (*Result, []by
 		if errors.Is(err, keystore.ErrExists) || errors.Is(err, keystore.ErrPermission) {
 			// Certainly not written by us: nothing to undo.
 			e.removeJournal(uuid)
+			return nil, nil, &EnrollError{Step: StepEscrowPending, Name: name, Err: err, RolledBack: true}
 		}
-		return nil, nil, &EnrollError{Step: StepEscrowPending, Name: name, Err: err, RolledBack: true}
+		// The put may have landed: the next run looks.
+		return nil, nil, &EnrollError{Step: StepEscrowPending, Name: name, Err: err,
+			Pending: []string{fmt.Sprintf("check whether escrow entry %s was stored (no keyslot was added)", name)}}
 	}
 	fail := func(s Step, err error) (*Result, []byte, error) {
 		return nil, nil, e.rollback(ctx, j, k, key, req.KeyFile, s, err)
@@ -341,6 +347,12 @@ func (e *Enroller) finish(ctx context.Context, res *Result, k *keystore.Key, hdr
 		if k2 != nil && err != nil { // changed; something secondary failed
 			res.Warnings = append(res.Warnings, err.Error())
 			err = nil
+		}
+		if errors.Is(err, keystore.ErrConflict) {
+			// Changed meanwhile: a verifier may have activated it.
+			if cur, cerr := e.current(ctx, k.Name); cerr == nil && cur.State == keystore.StateActive {
+				k2, err = cur, nil
+			}
 		}
 		switch {
 		case errors.Is(err, keystore.ErrPermission):
@@ -435,15 +447,21 @@ func (e *Enroller) rollback(ctx context.Context, j *journal, k *keystore.Key, ke
 	if hdr, err := luks.ParseFile(j.Device); err != nil {
 		ee.Pending = append(ee.Pending, fmt.Sprintf("check keyslot %d (reading the header: %v)", j.Keyslot, err))
 	} else if hdr.UUID() == j.UUID && slices.Contains(hdr.ActiveSlots(), j.Keyslot) {
-		if _, err := luks.TestKey(ctx, j.Device, hdr, key, j.Keyslot); err != nil {
+		if _, err := luks.TestKey(ctx, j.Device, hdr, key, j.Keyslot); errors.Is(err, luks.ErrKeyMismatch) {
 			ee.Undone = append(ee.Undone, fmt.Sprintf("keyslot %d left alone (it does not hold the new key)", j.Keyslot))
+		} else if err != nil {
+			ee.Pending = append(ee.Pending, fmt.Sprintf("check keyslot %d (testing it: %v)", j.Keyslot, err))
 		} else if err := e.kill(ctx, j.Device, j.Keyslot, keyFile, nil); err != nil {
 			ee.Pending = append(ee.Pending, fmt.Sprintf("remove keyslot %d (%v)", j.Keyslot, err))
 		} else {
 			ee.Undone = append(ee.Undone, fmt.Sprintf("keyslot %d removed", j.Keyslot))
 		}
 	}
-	if err := e.markFailed(ctx, k); err != nil {
+	if err := e.markFailed(ctx, k); errors.Is(err, keystore.ErrPermission) {
+		// A create-only host: the verifier marks it failed (a stale
+		// pending entry that opens nothing).
+		ee.Undone = append(ee.Undone, fmt.Sprintf("escrow entry %s left pending for a verifier to mark failed (this host may not change it)", j.Name))
+	} else if err != nil {
 		ee.Pending = append(ee.Pending, fmt.Sprintf("mark escrow entry %s failed (%v)", j.Name, err))
 	} else {
 		ee.Undone = append(ee.Undone, fmt.Sprintf("escrow entry %s marked failed", j.Name))

@@ -523,6 +523,27 @@ func TestEnrollResume(t *testing.T) {
 	}
 }
 
+// A journal names the device it was made on: a clone with the same UUID
+// is refused until the original's enrolment is finished.
+func TestResumeOtherDevice(t *testing.T) {
+	v := makeVolume(t, 2)
+	s := fileStore(t)
+	e := newEnroller(t, s)
+	crash(t, e, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1, Name: "orig"}, StepAddKeyslot)
+	clone := filepath.Join(t.TempDir(), "clone.img")
+	data, _ := os.ReadFile(v.path)
+	os.WriteFile(clone, data, 0o600)
+	_, err := e.Enroll(context.Background(), EnrollRequest{Device: clone, KeyFile: v.keyFile, Keyslot: -1})
+	if err == nil || !strings.Contains(err.Error(), "--device "+v.path) {
+		t.Fatalf("enrolling the clone: %v", err)
+	}
+	res, err := e.Enroll(context.Background(), EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1})
+	if err != nil || res.Resumed != "finished" || res.Name != "orig" {
+		t.Fatalf("finishing on the original: %v %+v", err, res)
+	}
+	checkEnrolled(t, s, v, res, []int{0, 1})
+}
+
 func TestRotate(t *testing.T) {
 	ctx := context.Background()
 	v := makeVolume(t, 2)

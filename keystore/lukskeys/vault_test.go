@@ -7,10 +7,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nhscrypt/nhscrypt/keystore"
 	"github.com/nhscrypt/nhscrypt/keystore/vault/vaulttest"
 	"github.com/nhscrypt/nhscrypt/luks"
+	"github.com/nhscrypt/nhscrypt/report"
 )
 
 // The server and verifier policies of docs/escrow.md, for host db1.
@@ -149,6 +151,13 @@ func TestVaultCreateOnly(t *testing.T) {
 	if _, _, err := server.Get(ctx, "first"); !errors.Is(err, keystore.ErrPermission) {
 		t.Errorf("server Get: %v", err)
 	}
+	// Until it is active, the volume counts as not escrowed.
+	ve0 := newEnroller(t, verifier)
+	fs0, err := ve0.Verify(ctx, VerifyRequest{Devices: []string{v.path}})
+	if err != nil || !hasFinding(fs0, FindPending, v.path) || !hasFinding(fs0, FindVolumeUnescrow, v.path) ||
+		slices.ContainsFunc(fs0, func(f report.Finding) bool { return f.ID == FindSlotUnescrowed && f.Evidence["keyslot"] == "1" }) {
+		t.Errorf("verify before activation: %v %v", err, findingIDs(fs0))
+	}
 	// The verifier proves and activates it.
 	ve := newEnroller(t, verifier)
 	fs, err := ve.Verify(ctx, VerifyRequest{Devices: []string{v.path}, Activate: true})
@@ -159,19 +168,21 @@ func TestVaultCreateOnly(t *testing.T) {
 	checkEnrolled(t, verifier, v, res, []int{0, 1})
 
 	// A crash after the add: the server cannot read the key back to
-	// prove it, so the next run removes the keyslot and enrols anew.
+	// prove it, so the next run touches no keyslot and leaves the entry
+	// pending for the verifier, who proves and activates it.
 	crash(t, e, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1, Name: "crashed"}, StepAddKeyslot)
 	if got := activeSlots(t, v.path); !slices.Equal(got, []int{0, 1, 2}) {
 		t.Fatalf("keyslots after the crash %v", got)
 	}
 	res2, err := e.Enroll(ctx, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1, Name: "third"})
-	if err != nil || res2.Resumed != "rolled-back" || res2.Keyslot != 2 {
+	if err != nil || res2.Resumed != "left-pending" || res2.Name != "crashed" || res2.State != keystore.StatePending {
 		t.Fatalf("after the crash: %v %+v", err, res2)
 	}
-	// The verifier activates the new key and reports the crashed one
-	// pending and opening nothing.
+	if got := activeSlots(t, v.path); !slices.Equal(got, []int{0, 1, 2}) {
+		t.Fatalf("keyslots after resuming %v", got)
+	}
 	fs, err = ve.Verify(ctx, VerifyRequest{Devices: []string{v.path}, Activate: true})
-	if err != nil || !hasFinding(fs, FindActivated, v.path) || !hasFinding(fs, FindPending, v.path) {
+	if err != nil || !hasFinding(fs, FindActivated, v.path) {
 		t.Fatalf("verify: %v %v", err, findingIDs(fs))
 	}
 	active := checkConsistent(t, verifier, v, []int{0})
@@ -179,12 +190,27 @@ func TestVaultCreateOnly(t *testing.T) {
 		t.Errorf("%d active keys, want 2", len(active))
 	}
 
+	// A crash after the escrow, before the add: nothing on disk; the
+	// next run enrols anew and the verifier marks the stale entry failed.
+	crash(t, e, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1, Name: "early"}, StepEscrowPending)
+	res3, err := e.Enroll(ctx, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1, Name: "fourth"})
+	if err != nil || res3.Resumed != "rolled-back" || res3.Name != "fourth" || res3.Keyslot != 3 {
+		t.Fatalf("after the early crash: %v %+v", err, res3)
+	}
+	fs, err = ve.Verify(ctx, VerifyRequest{Devices: []string{v.path}, Activate: true, StaleAfter: time.Nanosecond})
+	if err != nil || !hasFinding(fs, FindMarkedFailed, v.path) || !hasFinding(fs, FindActivated, v.path) {
+		t.Fatalf("verify: %v %v", err, findingIDs(fs))
+	}
+	if active := checkConsistent(t, verifier, v, []int{0}); len(active) != 3 {
+		t.Errorf("%d active keys, want 3", len(active))
+	}
+
 	// A bad token changes nothing.
 	bad := newEnroller(t, vaultStore(t, srv, "not-a-token"))
 	if _, err := bad.Enroll(ctx, EnrollRequest{Device: v.path, KeyFile: v.keyFile, Keyslot: -1}); !errors.Is(err, keystore.ErrPermission) {
 		t.Errorf("bad token: %v", err)
 	}
-	if got := activeSlots(t, v.path); !slices.Equal(got, []int{0, 1, 2}) {
+	if got := activeSlots(t, v.path); !slices.Equal(got, []int{0, 1, 2, 3}) {
 		t.Errorf("keyslots after a bad token %v", got)
 	}
 }

@@ -123,7 +123,8 @@ func (e *Enroller) Verify(ctx context.Context, req VerifyRequest) ([]report.Find
 
 	var out []report.Finding
 	add := func(f report.Finding) { out = append(out, f) }
-	escrowed := map[string][]int{} // UUID → keyslots with an active or pending key
+	escrowed := map[string][]int{} // UUID → keyslots with an active or pending key that opens them
+	covered := map[string]bool{}   // UUID → an active key opens it
 	now := e.now()
 
 	for _, k := range keys {
@@ -152,6 +153,9 @@ func (e *Enroller) Verify(ctx context.Context, req VerifyRequest) ([]report.Find
 			out = append(out, f...)
 			if ok {
 				escrowed[k.LUKSUUID] = append(escrowed[k.LUKSUUID], slot)
+				if k.State == keystore.StateActive || hasID(f, FindActivated) {
+					covered[k.LUKSUUID] = true
+				}
 			}
 		case keystore.KindAgeIdentity:
 			if k.State != keystore.StateActive {
@@ -174,7 +178,7 @@ func (e *Enroller) Verify(ctx context.Context, req VerifyRequest) ([]report.Find
 		v := vols[d]
 		uuid := v.hdr.UUID()
 		slots := escrowed[uuid]
-		if len(slots) == 0 {
+		if !covered[uuid] {
 			add(report.Finding{ID: FindVolumeUnescrow, Severity: report.Warn, Subject: d,
 				Message:  "no escrowed recovery key opens this LUKS volume",
 				Remedy:   "nhscrypt escrow luks-enroll --device " + d + " --key-file KEYFILE",
@@ -320,6 +324,10 @@ func (e *Enroller) verifyRecovery(ctx context.Context, k keystore.Key, req Verif
 		return slot, false, out, nil
 	}
 	return slot, true, out, nil
+}
+
+func hasID(fs []report.Finding, id string) bool {
+	return slices.ContainsFunc(fs, func(f report.Finding) bool { return f.ID == id })
 }
 
 func vols(open func(string) *volume, path string) *volume {
