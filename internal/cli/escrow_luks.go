@@ -239,6 +239,10 @@ longer opens its volume, a volume that changed UUID).`,
 	f.StringArrayVar(&opts.Kinds, "kind", nil, "check only entries of `KIND` (luks-recovery, luks-header, age-identity; repeatable)")
 	f.StringVar(&opts.Root, "root", "/", "discover devices under `DIR` (for tests and rescue systems)")
 	opts.backend.addFlags(cmd)
+	// Only reading a repository's config: the upload options do not apply.
+	for _, name := range []string{"connections", "storage-class", "retain-until", "retain-days", "retain-mode"} {
+		cmd.PersistentFlags().MarkHidden(name)
+	}
 	return cmd
 }
 
