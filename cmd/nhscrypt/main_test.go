@@ -36,29 +36,36 @@ func TestMain(m *testing.M) {
 //	notemp DIR           no nhscrypt temporary file anywhere under DIR
 //	randfile FILE SIZE   write SIZE random bytes to FILE
 func TestScripts(t *testing.T) {
-	// A work root other users can traverse, so scripts can run nhscrypt
-	// as an unprivileged user (setpriv) on files they make readable.
+	testscript.Run(t, scriptParams(t, "testdata", func(e *testscript.Env) error {
+		// Fixture trees of real /sys, /proc and /etc layouts.
+		systems, err := filepath.Abs("../../luks/testdata/systems")
+		if err != nil {
+			return err
+		}
+		e.Setenv("SYSTEMS", systems)
+		return nil
+	}))
+}
+
+// scriptParams are the Params of the scripts in dir: the commands and
+// condition above, a work root other users can traverse (so scripts can run
+// nhscrypt as an unprivileged user with setpriv on files they make
+// readable), cryptsetup's /usr/sbin on PATH, then setup.
+func scriptParams(t *testing.T, dir string, setup func(*testscript.Env) error) testscript.Params {
 	root, err := os.MkdirTemp("", "nhscrypt-scripts")
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(root, 0o755)
 	t.Cleanup(func() { os.RemoveAll(root) })
-	testscript.Run(t, testscript.Params{
-		Dir:                 "testdata",
+	return testscript.Params{
+		Dir:                 dir,
 		WorkdirRoot:         root,
 		RequireExplicitExec: true,
 		Setup: func(e *testscript.Env) error {
 			e.Setenv(testenv.RequireEnv, os.Getenv(testenv.RequireEnv))
-			// Fixture trees of real /sys, /proc and /etc layouts.
-			systems, err := filepath.Abs("../../luks/testdata/systems")
-			if err != nil {
-				return err
-			}
-			e.Setenv("SYSTEMS", systems)
-			// cryptsetup lives in /usr/sbin.
 			e.Setenv("PATH", e.Getenv("PATH")+string(filepath.ListSeparator)+"/usr/sbin:/sbin")
-			return nil
+			return setup(e)
 		},
 		Condition: missingCondition,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -67,7 +74,7 @@ func TestScripts(t *testing.T) {
 			"randfile": cmdRandFile,
 			"status":   cmdStatus,
 		},
-	})
+	}
 }
 
 // missingCondition implements [missing:TOOL]: true when TOOL is not

@@ -2,14 +2,11 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/nhscrypt/nhscrypt/internal/testenv"
 	"github.com/nhscrypt/nhscrypt/keystore/vault/vaulttest"
 )
 
@@ -22,37 +19,18 @@ import (
 //	VERIFIER_TOKEN           the verifier policy of docs/escrow.md
 func TestVaultScripts(t *testing.T) {
 	srv := vaulttest.Start(t)
-	root, err := os.MkdirTemp("", "nhscrypt-vault-scripts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(root, 0o755)
-	t.Cleanup(func() { os.RemoveAll(root) })
 	var n atomic.Int64
-	testscript.Run(t, testscript.Params{
-		Dir:                 "testdata/vault",
-		WorkdirRoot:         root,
-		RequireExplicitExec: true,
-		Setup: func(e *testscript.Env) error {
-			e.Setenv(testenv.RequireEnv, os.Getenv(testenv.RequireEnv))
-			e.Setenv("PATH", e.Getenv("PATH")+string(filepath.ListSeparator)+"/usr/sbin:/sbin")
-			host := fmt.Sprintf("host%d", n.Add(1))
-			prefix := "nhscrypt/" + host
-			srv.WritePolicy(t, "server-"+host, vaulttest.ServerPolicy(prefix))
-			srv.WritePolicy(t, "verifier-"+host, vaulttest.VerifierPolicy(prefix))
-			e.Setenv("VHOST", host)
-			e.Setenv("PREFIX", prefix)
-			e.Setenv("VAULT_ADDR", srv.Addr)
-			e.Setenv("VAULT_TOKEN", srv.RootToken)
-			e.Setenv("SERVER_TOKEN", srv.Token(t, "server-"+host))
-			e.Setenv("VERIFIER_TOKEN", srv.Token(t, "verifier-"+host))
-			return nil
-		},
-		Condition: missingCondition,
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"mode":   cmdMode,
-			"notemp": cmdNoTemp,
-			"status": cmdStatus,
-		},
-	})
+	testscript.Run(t, scriptParams(t, "testdata/vault", func(e *testscript.Env) error {
+		host := fmt.Sprintf("host%d", n.Add(1))
+		prefix := "nhscrypt/" + host
+		srv.WritePolicy(t, "server-"+host, vaulttest.ServerPolicy(prefix))
+		srv.WritePolicy(t, "verifier-"+host, vaulttest.VerifierPolicy(prefix))
+		e.Setenv("VHOST", host)
+		e.Setenv("PREFIX", prefix)
+		e.Setenv("VAULT_ADDR", srv.Addr)
+		e.Setenv("VAULT_TOKEN", srv.RootToken)
+		e.Setenv("SERVER_TOKEN", srv.Token(t, "server-"+host))
+		e.Setenv("VERIFIER_TOKEN", srv.Token(t, "verifier-"+host))
+		return nil
+	}))
 }

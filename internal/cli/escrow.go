@@ -313,25 +313,36 @@ func runEscrowPut(ctx context.Context, g *globalOptions, eo *escrowOptions, opts
 	if err != nil {
 		return err
 	}
-	put, err := s.Put(ctx, k, secret)
-	var me *vault.MetadataError
-	if errors.As(err, &me) && put != nil {
-		g.warnf("%v", err)
-		err = nil
-	}
+	put, err := putEscrow(ctx, g, s, k, secret, "")
 	if err != nil {
-		if errors.Is(err, keystore.ErrExists) {
-			return withHint(err, "escrowed keys are never overwritten; choose another name")
-		}
 		return err
 	}
 	if g.JSON {
 		return printEscrowJSON(g.stdout, "escrow_put", put)
 	}
-	if !g.Quiet {
+	return nil
+}
+
+// putEscrow escrows secret as k and says so on stderr (unless --json or
+// --quiet). A put the store made with a secondary error (see
+// keystore.Escrow) is done, with a warning; a taken name gets a hint,
+// with more added to it.
+func putEscrow(ctx context.Context, g *globalOptions, s keystore.Escrow, k keystore.Key, secret []byte, more string) (*keystore.Key, error) {
+	put, err := s.Put(ctx, k, secret)
+	if put != nil && err != nil {
+		g.warnf("%v", err)
+		err = nil
+	}
+	if err != nil {
+		if errors.Is(err, keystore.ErrExists) {
+			return nil, withHint(err, "escrowed keys are never overwritten; choose another name"+more)
+		}
+		return nil, err
+	}
+	if !g.JSON && !g.Quiet {
 		fmt.Fprintf(g.stderr, "escrowed %s (%s, %s, revision %d, sha256 %s)\n", put.Name, put.Kind, put.State, put.Revision, put.Fingerprint)
 	}
-	return nil
+	return put, nil
 }
 
 func newEscrowGetCommand(g *globalOptions, eo *escrowOptions) *cobra.Command {
@@ -519,8 +530,7 @@ func runEscrowState(ctx context.Context, g *globalOptions, eo *escrowOptions, na
 		revision = vs[len(vs)-1].Revision
 	}
 	k, err := s.SetState(ctx, name, revision, to)
-	var me *vault.MetadataError
-	if errors.As(err, &me) && k != nil {
+	if k != nil && err != nil { // changed; something secondary failed (see keystore.Escrow)
 		g.warnf("%v", err)
 		err = nil
 	}

@@ -104,18 +104,7 @@ finishes it or rolls it back. The recovery key is never printed or written
 to disk: get it from escrow (nhscrypt escrow get NAME).`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := opts.request()
-			if err != nil {
-				return err
-			}
-			e, err := opts.enroller(cmd.Context(), eo, true, g)
-			if err != nil {
-				return err
-			}
-			uninterruptible.Add(1)
-			defer uninterruptible.Add(-1)
-			res, err := e.Enroll(cmd.Context(), req)
-			return printEnrollResult(g, "enrolled", res, err)
+			return opts.run(cmd.Context(), g, eo, false)
 		},
 	}
 	opts.addFlags(cmd, false)
@@ -134,22 +123,32 @@ entries retired. Reading the old keys needs a credential that may read
 escrow (with the file store, -i).`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := opts.request()
-			if err != nil {
-				return err
-			}
-			e, err := opts.enroller(cmd.Context(), eo, true, g)
-			if err != nil {
-				return err
-			}
-			uninterruptible.Add(1)
-			defer uninterruptible.Add(-1)
-			res, err := e.Rotate(cmd.Context(), lukskeys.RotateRequest{EnrollRequest: req, Old: opts.Old})
-			return printEnrollResult(g, "rotated", res, err)
+			return opts.run(cmd.Context(), g, eo, true)
 		},
 	}
 	opts.addFlags(cmd, true)
 	return cmd
+}
+
+// run enrols (or with rotate, rotates) a recovery key and reports it. An
+// interrupt lets it finish undoing what it did (see uninterruptible).
+func (o *luksEnrollOptions) run(ctx context.Context, g *globalOptions, eo *escrowOptions, rotate bool) error {
+	req, err := o.request()
+	if err != nil {
+		return err
+	}
+	e, err := o.enroller(ctx, eo, true, g)
+	if err != nil {
+		return err
+	}
+	uninterruptible.Add(1)
+	defer uninterruptible.Add(-1)
+	if rotate {
+		res, err := e.Rotate(ctx, lukskeys.RotateRequest{EnrollRequest: req, Old: o.Old})
+		return printEnrollResult(g, "rotated", res, err)
+	}
+	res, err := e.Enroll(ctx, req)
+	return printEnrollResult(g, "enrolled", res, err)
 }
 
 // printEnrollResult reports an enrolment or rotation.

@@ -82,16 +82,22 @@ With -y, read an identity file (or stdin) and print its recipients.`,
 	return cmd
 }
 
-func runKeygen(g *globalOptions, opts keygenOptions) error {
+// newIdentity generates an X25519 identity, or with pq a hybrid
+// post-quantum one, and the creation time its file records.
+func newIdentity(pq bool) (filecrypt.Identity, time.Time, error) {
 	t := filecrypt.X25519
-	if opts.PQ {
+	if pq {
 		t = filecrypt.Hybrid
 	}
 	id, err := filecrypt.GenerateIdentity(t)
+	return id, time.Now().UTC().Truncate(time.Second), err
+}
+
+func runKeygen(g *globalOptions, opts keygenOptions) error {
+	id, now, err := newIdentity(opts.PQ)
 	if err != nil {
 		return err
 	}
-	now := time.Now().UTC().Truncate(time.Second)
 	if opts.Output == "" {
 		if g.JSON {
 			return usagef("--json needs -o FILE: the secret key is never put in JSON")

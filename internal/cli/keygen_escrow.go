@@ -14,7 +14,6 @@ import (
 	"github.com/nhscrypt/nhscrypt/filecrypt"
 	"github.com/nhscrypt/nhscrypt/internal/atomicfile"
 	"github.com/nhscrypt/nhscrypt/keystore"
-	"github.com/nhscrypt/nhscrypt/keystore/vault"
 )
 
 // addKeygenEscrowFlags adds the escrow store flags to keygen's flags f and
@@ -72,15 +71,10 @@ func runKeygenEscrow(ctx context.Context, g *globalOptions, opts keygenOptions, 
 		return err
 	}
 
-	t := filecrypt.X25519
-	if opts.PQ {
-		t = filecrypt.Hybrid
-	}
-	id, err := filecrypt.GenerateIdentity(t)
+	id, now, err := newIdentity(opts.PQ)
 	if err != nil {
 		return err
 	}
-	now := time.Now().UTC().Truncate(time.Second)
 	secret := filecrypt.MarshalIdentity(id, now)
 	defer clear(secret)
 	rcpt := id.RecipientString()
@@ -89,20 +83,9 @@ func runKeygenEscrow(ctx context.Context, g *globalOptions, opts keygenOptions, 
 		State: keystore.StateActive, Created: now, NhscryptVersion: Version(),
 	}
 	k.Host, _ = os.Hostname()
-	put, err := s.Put(ctx, k, secret)
-	var me *vault.MetadataError
-	if errors.As(err, &me) && put != nil {
-		g.warnf("%v", err)
-		err = nil
-	}
+	put, err := putEscrow(ctx, g, s, k, secret, " (nothing was written)")
 	if err != nil {
-		if errors.Is(err, keystore.ErrExists) {
-			return withHint(err, "escrowed keys are never overwritten; choose another name (nothing was written)")
-		}
 		return err
-	}
-	if !g.JSON && !g.Quiet {
-		fmt.Fprintf(g.stderr, "escrowed %s (%s, %s, revision %d, sha256 %s)\n", put.Name, put.Kind, put.State, put.Revision, put.Fingerprint)
 	}
 
 	// From here on the identity is escrowed: a failure must say so, and

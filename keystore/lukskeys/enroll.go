@@ -512,8 +512,8 @@ func (e *Enroller) markFailed(ctx context.Context, k *keystore.Key) error {
 	return keystore.ErrConflict
 }
 
-// current returns an entry's current metadata, without its secret if the
-// store's history says enough.
+// current returns an entry's current metadata (reading, and at once
+// clearing, its secret: Get is the one call that returns the stored state).
 func (e *Enroller) current(ctx context.Context, name string) (*keystore.Key, error) {
 	k, secret, err := e.Store.Get(ctx, name)
 	clear(secret)

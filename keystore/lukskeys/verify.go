@@ -53,7 +53,6 @@ const (
 	FindActivated       = "ESCROW-ACTIVATED"
 	FindMarkedFailed    = "ESCROW-MARKED-FAILED"
 	FindHeaderMissing   = "ESCROW-HEADER-MISSING"
-	FindHeaderMismatch  = "ESCROW-HEADER-MISMATCH"
 	FindIdentityOK      = "ESCROW-IDENTITY-OK"
 	FindIdentityUnused  = "ESCROW-IDENTITY-UNUSED"
 	FindIdentityBroken  = "ESCROW-IDENTITY-BROKEN"
@@ -226,7 +225,10 @@ func (e *Enroller) verifyRecovery(ctx context.Context, k keystore.Key, req Verif
 		v = byUUID[k.LUKSUUID]
 	}
 	if v == nil {
-		cand := vols(open, k.Device)
+		var cand *volume
+		if k.Device != "" {
+			cand = open(k.Device) // cached: read above
+		}
 		switch {
 		case cand != nil && cand.err == nil:
 			out = append(out, report.Finding{ID: FindUUIDMismatch, Severity: report.Fail, Subject: subject,
@@ -328,13 +330,6 @@ func (e *Enroller) verifyRecovery(ctx context.Context, k keystore.Key, req Verif
 
 func hasID(fs []report.Finding, id string) bool {
 	return slices.ContainsFunc(fs, func(f report.Finding) bool { return f.ID == id })
-}
-
-func vols(open func(string) *volume, path string) *volume {
-	if path == "" {
-		return nil
-	}
-	return open(path)
 }
 
 // verifyIdentity checks one active age identity.

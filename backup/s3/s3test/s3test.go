@@ -13,7 +13,6 @@
 package s3test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -67,7 +66,7 @@ type Server struct {
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	exited  chan struct{}
-	out     *syncBuffer
+	out     *testenv.Output
 	tlsArgs []string
 }
 
@@ -203,7 +202,7 @@ func start(t testing.TB, withTLS bool) *Server {
 		VersionsDir: filepath.Join(dir, "versions"),
 		t:           t,
 		bin:         bin,
-		out:         &syncBuffer{},
+		out:         &testenv.Output{},
 	}
 	for _, d := range []string{s.DataDir, s.VersionsDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -438,31 +437,4 @@ func (s *Server) NewBucket(o BucketOptions) string {
 // ObjectPath is the file holding the current version of key in bucket.
 func (s *Server) ObjectPath(bucket, key string) string {
 	return filepath.Join(s.DataDir, bucket, filepath.FromSlash(key))
-}
-
-// syncBuffer collects the server's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.b.Len() > 1<<20 {
-		b.b.Reset()
-	}
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]byte(nil), b.b.Bytes()...)
-}
-
-func (b *syncBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Len()
 }

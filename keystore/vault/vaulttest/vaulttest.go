@@ -11,7 +11,6 @@
 package vaulttest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -89,7 +88,7 @@ type Server struct {
 	CACert    string // with TLS: the CA certificate file (PEM)
 
 	cmd     *exec.Cmd
-	out     *syncBuffer
+	out     *testenv.Output
 	waitErr chan error
 	stop    sync.Once
 }
@@ -123,7 +122,7 @@ func start(t testing.TB, bin string, opts Options) (*Server, error) {
 	dir := t.TempDir()
 	var tok [16]byte
 	rand.Read(tok[:])
-	s := &Server{RootToken: "root-" + hex.EncodeToString(tok[:]), out: &syncBuffer{}, waitErr: make(chan error, 1)}
+	s := &Server{RootToken: "root-" + hex.EncodeToString(tok[:]), out: &testenv.Output{}, waitErr: make(chan error, 1)}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	args := []string{"server", "-dev", "-dev-root-token-id=" + s.RootToken, "-dev-listen-address=" + addr, "-dev-no-store-token", "-log-level=warn"}
 	scheme := "http"
@@ -295,23 +294,6 @@ func (s *Server) AppRole(t testing.TB, role string, policies ...string) (roleID,
 		t.Fatal(err)
 	}
 	return roleID, secretIDFile
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 var unsealKeyRE = regexp.MustCompile(`Unseal Key: (\S+)`)
